@@ -1,0 +1,104 @@
+"""Every Python Lambda entry point, as Chalice decorators. Thin: parse, call
+chalicelib, return. See DESIGN.md §2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from chalice import AuthResponse, Chalice, CORSConfig, Response
+from chalice.app import AuthRequest
+
+from chalicelib import rest_api, services
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.jwt_verify import TokenError, bearer_token
+
+app = Chalice(app_name="llm-stream")
+logger = Logger(service="llm-stream")
+
+_cors = CORSConfig(
+    allow_origin=services.settings().cors_allow_origin,
+    allow_headers=["Authorization", "Content-Type"],
+    max_age=600,
+)
+
+
+class Unauthorized(Exception):
+    """Raised by the authorizer. API Gateway answers 401 only when a Lambda
+    authorizer fails with exactly the message "Unauthorized"."""
+
+    def __init__(self) -> None:
+        super().__init__("Unauthorized")
+
+
+@app.authorizer(ttl_seconds=0)
+def jwt_auth(auth_request: AuthRequest) -> AuthResponse:
+    try:
+        claims = services.verifier().verify(bearer_token(auth_request.token))
+    except TokenError as exc:
+        logger.info("token rejected", extra={"reason": exc.reason, "entry": "rest"})
+        raise Unauthorized() from None
+    return AuthResponse(
+        routes=["*"],
+        principal_id=claims["sub"],
+        context={"sub": claims["sub"], "username": str(claims.get("cognito:username", ""))},
+    )
+
+
+def _owner() -> str:
+    return app.current_request.context["authorizer"]["sub"]
+
+
+def _error_response(err: StreamError) -> Response:
+    return Response(
+        status_code=err.http_status,
+        body={"error": {"code": err.code.value, "message": err.message}},
+        headers={"Content-Type": "application/json"},
+    )
+
+
+@app.middleware("http")
+def errors_as_json(event: Any, get_response: Any) -> Response:
+    """StreamErrors become ``{"error": {...}}`` with their status; anything else a
+    plain INTERNAL error (details go to the log, not to the caller)."""
+    try:
+        return get_response(event)
+    except StreamError as err:
+        return _error_response(err)
+    except Exception:
+        logger.exception("unhandled error", extra={"path": event.path})
+        return _error_response(StreamError(ErrorCode.INTERNAL, "Internal error."))
+
+
+def _rest_url() -> str:
+    configured = services.settings().public_rest_url
+    if configured:
+        return configured
+    # On API Gateway the API's own URL is known only from the request.
+    request = app.current_request
+    ctx = request.context or {}
+    domain = ctx.get("domainName") or request.headers.get("host", "")
+    stage = ctx.get("stage", "")
+    return f"https://{domain}/{stage}/" if stage else f"https://{domain}/"
+
+
+@app.route("/health", methods=["GET"], cors=_cors)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.route("/config", methods=["GET"], cors=_cors)
+def config() -> dict[str, Any]:
+    return rest_api.public_config(services.settings(), _rest_url())
+
+
+@app.route("/streams/{stream_id}", methods=["GET"], authorizer=jwt_auth, cors=_cors)
+def get_stream(stream_id: str) -> dict[str, Any]:
+    return rest_api.read_stream(
+        services.store(), _owner(), stream_id, app.current_request.query_params
+    )
+
+
+@app.route("/streams/{stream_id}/cancel", methods=["POST"], authorizer=jwt_auth, cors=_cors)
+def cancel_stream(stream_id: str) -> dict[str, Any]:
+    return rest_api.cancel_stream(services.store(), _owner(), stream_id)

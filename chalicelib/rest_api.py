@@ -1,0 +1,82 @@
+"""The REST API's logic (DESIGN §4): what each route answers, without Chalice.
+
+``app.py`` parses the request and calls these; errors are ``StreamError``s that
+the HTTP middleware turns into ``{"error": {...}}`` with the matching status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.frames import parse_stream_id
+from chalicelib.settings import Settings
+from chalicelib.stream_store import StreamStore
+
+MAX_FRAMES_PER_READ = 500
+_MAX_SEQ = 10**9
+
+
+def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
+    """Everything a client needs to connect; nothing secret."""
+    limits = settings.limits
+    return {
+        "region": settings.region,
+        "cognito": {
+            "userPoolId": settings.user_pool_id,
+            "userPoolClientId": settings.client_id,
+            # Empty on AWS (clients use Cognito's regional endpoint); set locally.
+            "endpoint": settings.public_cognito_endpoint,
+        },
+        "model": {"id": settings.model_id, "label": settings.model_label or settings.model_id},
+        "endpoints": {
+            "rest": rest_url,
+            "functionUrl": settings.public_function_url,
+            "websocket": settings.public_websocket_url,
+            "appsync": {
+                "graphql": settings.public_appsync_graphql_url,
+                "realtime": settings.public_appsync_realtime_url,
+            },
+        },
+        "limits": {
+            "maxInputChars": limits.max_input_chars,
+            "maxTokens": limits.max_tokens_limit,
+            "defaultMaxTokens": limits.default_max_tokens,
+            "maxStreamsPerUser": limits.max_streams_per_user,
+            "maxMessages": limits.max_messages,
+        },
+        "flushIntervalMs": settings.flush_interval_ms,
+        "heartbeatIntervalS": settings.heartbeat_interval_s,
+    }
+
+
+def parse_after_seq(query: Mapping[str, str] | None) -> int:
+    raw = (query or {}).get("afterSeq")
+    if raw is None or raw == "":
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StreamError(ErrorCode.BAD_REQUEST, "afterSeq must be an integer") from None
+    if not -1 <= value <= _MAX_SEQ:
+        raise StreamError(ErrorCode.BAD_REQUEST, f"afterSeq must be from -1 to {_MAX_SEQ}")
+    return value
+
+
+def read_stream(
+    store: StreamStore, owner: str, stream_id: str, query: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """Status and stored frames after ``afterSeq`` of the caller's own stream."""
+    stream_id = parse_stream_id(stream_id)
+    after_seq = parse_after_seq(query)
+    record = store.get_owned(stream_id, owner)
+    frames = store.frames_after(stream_id, after_seq, limit=MAX_FRAMES_PER_READ + 1)
+    has_more = len(frames) > MAX_FRAMES_PER_READ
+    return {**record.public(), "frames": frames[:MAX_FRAMES_PER_READ], "hasMore": has_more}
+
+
+def cancel_stream(store: StreamStore, owner: str, stream_id: str) -> dict[str, Any]:
+    """Ask the producer of the caller's stream to stop; repeating it is harmless."""
+    stream_id = parse_stream_id(stream_id)
+    return store.request_cancel(stream_id, owner).public()

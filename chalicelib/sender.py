@@ -1,0 +1,181 @@
+"""An ordered background sender that coalesces text into frames.
+
+The producer (the loop reading Bedrock) hands over text and control frames and
+never waits on the network: everything goes through an unbounded queue to one
+thread, which assigns seq numbers, applies the ``FlushPolicy`` and calls
+``deliver`` one frame at a time, in order. While a delivery is slow, text piles
+up in the queue and leaves as one frame afterwards, so the delay stays bounded
+by one flush interval plus one call (DESIGN §7) instead of growing per token.
+
+A delivery that raises is recorded and reported back (``failure``,
+``on_failure``); the sender goes on with the next frames, so a ``deliver``
+that writes to the store and a socket can keep storing after the socket is gone.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.flush import FlushPolicy
+from chalicelib.frames import FrameBuilder
+
+Frame = dict[str, Any]
+Deliver = Callable[[Frame], None]
+
+_CLOSE = object()
+
+
+class DeliveryFailure:
+    """What went wrong delivering which frame."""
+
+    def __init__(self, frame: Frame, error: BaseException) -> None:
+        self.frame = frame
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"DeliveryFailure(seq={self.frame.get('seq')}, error={self.error!r})"
+
+
+class OrderedSender:
+    def __init__(
+        self,
+        builder: FrameBuilder,
+        deliver: Deliver,
+        policy: FlushPolicy,
+        *,
+        heartbeat_interval_s: float = 15.0,
+        on_failure: Callable[[DeliveryFailure], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "ordered-sender",
+    ) -> None:
+        self._builder = builder
+        self._deliver = deliver
+        self._policy = policy
+        self._heartbeat_s = heartbeat_interval_s
+        self._on_failure = on_failure
+        self._clock = clock
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._failures: list[DeliveryFailure] = []
+        self._failures_lock = threading.Lock()
+        self._closed = False
+        self._last_sent = clock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.frames_sent = 0
+        self.heartbeats_sent = 0
+
+    # -- producer side ------------------------------------------------------------------
+
+    def start(self) -> OrderedSender:
+        self._thread.start()
+        return self
+
+    def send_text(self, text: str) -> None:
+        """Queue model text; it leaves coalesced in delta frames. Never blocks."""
+        if self._closed:
+            raise RuntimeError("sender is closed")
+        if text:
+            self._queue.put(text)
+
+    def send_frame(self, build: Callable[[FrameBuilder], Frame]) -> None:
+        """Queue a control frame (start, done, error); pending text goes out before it."""
+        if self._closed:
+            raise RuntimeError("sender is closed")
+        self._queue.put(build)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver everything queued, stop the thread; False if it did not finish in time."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_CLOSE)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def failure(self) -> DeliveryFailure | None:
+        """The first delivery failure, if any."""
+        with self._failures_lock:
+            return self._failures[0] if self._failures else None
+
+    @property
+    def failures(self) -> list[DeliveryFailure]:
+        with self._failures_lock:
+            return list(self._failures)
+
+    @property
+    def last_seq(self) -> int:
+        return self._builder.last_seq
+
+    # -- the sending thread ------------------------------------------------------------
+
+    def _now_ms(self) -> float:
+        return self._clock() * 1000.0
+
+    def _timeout(self) -> float:
+        """Seconds until the next flush or heartbeat is due."""
+        now = self._clock()
+        wait = self._last_sent + self._heartbeat_s - now
+        deadline = self._policy.deadline_ms()
+        if deadline is not None:
+            wait = min(wait, deadline / 1000.0 - now)
+        return max(wait, 0.0)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                items = [self._queue.get(timeout=self._timeout())]
+            except queue.Empty:
+                items = []
+            # Take everything that piled up during the last delivery, so it
+            # leaves coalesced rather than one frame per token.
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self._process(items):
+                return
+
+    def _process(self, items: list[Any]) -> bool:
+        text: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                text.append(item)
+                continue
+            if text:
+                self._send_chunks(self._policy.add("".join(text), self._now_ms()))
+                text = []
+            self._send_chunks(self._policy.drain())
+            if item is _CLOSE:
+                return True
+            self._emit(item(self._builder))
+        if text:
+            self._send_chunks(self._policy.add("".join(text), self._now_ms()))
+        else:
+            self._send_chunks(self._policy.due(self._now_ms()))
+        if self._clock() - self._last_sent >= self._heartbeat_s:
+            self.heartbeats_sent += 1
+            self._emit(self._builder.heartbeat())
+        return False
+
+    def _send_chunks(self, chunks: list[str]) -> None:
+        for chunk in chunks:
+            self._emit(self._builder.delta(chunk))
+
+    def _emit(self, frame: Frame) -> None:
+        self._last_sent = self._clock()
+        try:
+            self._deliver(frame)
+            self.frames_sent += 1
+        except Exception as exc:  # reported to the producer, never kills the thread
+            failure = DeliveryFailure(frame, exc)
+            with self._failures_lock:
+                self._failures.append(failure)
+            if self._on_failure is not None:
+                try:
+                    self._on_failure(failure)
+                except Exception:  # a broken callback must not stop delivery
+                    pass

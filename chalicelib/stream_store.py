@@ -1,0 +1,537 @@
+"""The stream store of DESIGN §5, on DynamoDB.
+
+Two tables:
+
+* streams (key ``pk``): one item per stream (``stream#<id>``) with owner, status,
+  transport, connection id, cancel flag, claim and timestamps; and one item per
+  user (``user#<sub>``) whose string set ``running`` holds the ids of that user's
+  running streams. Adding to that set under a size condition, in the same
+  transaction that creates the stream, is what makes the per-user cap atomic.
+* frames (key ``streamId`` + ``seq``): one item per transcript frame, written as
+  frames are flushed (one write per flush, never per token).
+
+Both carry ``expiresAt`` (epoch seconds) for DynamoDB TTL. TTL deletion is lazy
+on AWS and absent in emulators, so reads treat expired items as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.settings import Settings
+
+RUNNING = "running"
+DONE = "done"
+ERROR = "error"
+CANCELLED = "cancelled"
+STATUSES = frozenset({RUNNING, DONE, ERROR, CANCELLED})
+TERMINAL_STATUSES = frozenset({DONE, ERROR, CANCELLED})
+
+# A producer cannot outlive Lambda's 15-minute maximum; a stream still marked
+# running long after its last update lost its producer (crash, timeout) and must
+# not hold one of its owner's slots forever.
+STALE_AFTER_S = 15 * 60 + 60
+
+# The table shapes, shared by the CDK stack and the local cloud so both create
+# the same tables.
+STREAMS_TABLE_SCHEMA: dict[str, Any] = {
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+    "TimeToLiveAttribute": "expiresAt",
+}
+FRAMES_TABLE_SCHEMA: dict[str, Any] = {
+    "KeySchema": [
+        {"AttributeName": "streamId", "KeyType": "HASH"},
+        {"AttributeName": "seq", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "streamId", "AttributeType": "S"},
+        {"AttributeName": "seq", "AttributeType": "N"},
+    ],
+    "TimeToLiveAttribute": "expiresAt",
+}
+
+_BATCH = 25  # BatchWriteItem's per-call maximum
+_BATCH_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    stream_id: str
+    owner: str
+    status: str
+    transport: str
+    created_at: float
+    updated_at: float
+    expires_at: int
+    cancel_requested: bool = False
+    connection_id: str | None = None
+    claimed_by: str | None = None
+    model: str | None = None
+    last_seq: int | None = None
+    error_code: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def public(self) -> dict[str, Any]:
+        """The fields a stream's owner may see (REST and GraphQL answers)."""
+        return {
+            "streamId": self.stream_id,
+            "status": self.status,
+            "transport": self.transport,
+            "cancelRequested": self.cancel_requested,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "lastSeq": self.last_seq,
+            **({"errorCode": self.error_code} if self.error_code else {}),
+        }
+
+
+def _stream_key(stream_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"stream#{stream_id}"}}
+
+
+def _user_key(owner: str) -> dict[str, Any]:
+    return {"pk": {"S": f"user#{owner}"}}
+
+
+def _record(item: dict[str, Any]) -> StreamRecord:
+    def s(name: str) -> str | None:
+        return item[name]["S"] if name in item else None
+
+    def n(name: str) -> float | None:
+        return float(item[name]["N"]) if name in item else None
+
+    last_seq = n("lastSeq")
+    return StreamRecord(
+        stream_id=item["streamId"]["S"],
+        owner=item["owner"]["S"],
+        status=item["status"]["S"],
+        transport=item["transport"]["S"],
+        created_at=n("createdAt") or 0.0,
+        updated_at=n("updatedAt") or 0.0,
+        expires_at=int(n("expiresAt") or 0),
+        cancel_requested=item.get("cancelRequested", {}).get("BOOL", False),
+        connection_id=s("connectionId"),
+        claimed_by=s("claimedBy"),
+        model=s("model"),
+        last_seq=None if last_seq is None else int(last_seq),
+        error_code=s("errorCode"),
+    )
+
+
+def _is_conditional_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class StreamStore:
+    """Stream records and frames. Every method is one or two DynamoDB calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client_factory = client_factory or self._default_client
+        self._client: Any = None
+        self._clock = clock
+        self._sleep = sleep
+
+    def _default_client(self) -> Any:
+        import boto3  # deferred: importing boto3 costs ~100 ms of cold start
+
+        return boto3.client("dynamodb", region_name=self._settings.region)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    @property
+    def _streams(self) -> str:
+        return self._settings.streams_table
+
+    @property
+    def _frames(self) -> str:
+        return self._settings.frames_table
+
+    def _expires_at(self, now: float) -> int:
+        return int(now) + self._settings.stream_ttl_s
+
+    # -- create and the per-user cap ------------------------------------------------
+
+    def create(
+        self,
+        stream_id: str,
+        owner: str,
+        transport: str,
+        *,
+        connection_id: str | None = None,
+        model: str | None = None,
+    ) -> tuple[StreamRecord, bool]:
+        """Create a running stream owned by ``owner``; returns (record, created).
+
+        The same owner creating the same id again gets the existing record and
+        ``created=False`` (idempotent retries). Another owner's id is refused.
+        A user already running ``max_streams_per_user`` streams gets
+        ``TOO_MANY_STREAMS``.
+        """
+        for attempt in range(2):
+            try:
+                return self._create_once(stream_id, owner, transport, connection_id, model), True
+            except _StreamExists:
+                existing = self.get(stream_id)
+                if existing is None:
+                    # It expired between our write and read; nothing to return.
+                    raise StreamError(ErrorCode.INTERNAL, "Please retry.") from None
+                if existing.owner != owner:
+                    raise StreamError(
+                        ErrorCode.FORBIDDEN, "This streamId is already used by another stream."
+                    ) from None
+                return existing, False
+            except _CapReached:
+                if attempt == 0 and self._release_dead_slots(owner):
+                    continue
+                cap = self._settings.limits.max_streams_per_user
+                raise StreamError(
+                    ErrorCode.TOO_MANY_STREAMS,
+                    f"At most {cap} streams may run at once per user; "
+                    "wait for one to finish or cancel one.",
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _create_once(
+        self,
+        stream_id: str,
+        owner: str,
+        transport: str,
+        connection_id: str | None,
+        model: str | None,
+    ) -> StreamRecord:
+        now = self._clock()
+        item: dict[str, Any] = {
+            **_stream_key(stream_id),
+            "streamId": {"S": stream_id},
+            "owner": {"S": owner},
+            "status": {"S": RUNNING},
+            "transport": {"S": transport},
+            "cancelRequested": {"BOOL": False},
+            "createdAt": {"N": repr(now)},
+            "updatedAt": {"N": repr(now)},
+            "expiresAt": {"N": str(self._expires_at(now))},
+        }
+        if connection_id:
+            item["connectionId"] = {"S": connection_id}
+        if model:
+            item["model"] = {"S": model}
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._streams,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._streams,
+                            "Key": _user_key(owner),
+                            "UpdateExpression": "ADD #running :sid SET expiresAt = :exp",
+                            "ConditionExpression": "attribute_not_exists(#running) "
+                            "OR size(#running) < :cap",
+                            "ExpressionAttributeNames": {"#running": "running"},
+                            "ExpressionAttributeValues": {
+                                ":sid": {"SS": [stream_id]},
+                                ":cap": {"N": str(self._settings.limits.max_streams_per_user)},
+                                ":exp": {"N": str(self._expires_at(now))},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise _StreamExists from None
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                raise _CapReached from None
+            raise
+        return _record(item)
+
+    def _release_dead_slots(self, owner: str) -> bool:
+        """Drop slots of streams that ended or lost their producer; True if any."""
+        resp = self.client.get_item(
+            TableName=self._streams, Key=_user_key(owner), ConsistentRead=True
+        )
+        running = resp.get("Item", {}).get("running", {}).get("SS", [])
+        now = self._clock()
+        dead = []
+        for sid in running:
+            rec = self.get(sid)
+            if rec is None or rec.terminal or now - rec.updated_at > STALE_AFTER_S:
+                dead.append(sid)
+        if dead:
+            self._release_slots(owner, dead)
+        return bool(dead)
+
+    def _release_slots(self, owner: str, stream_ids: list[str]) -> None:
+        self.client.update_item(
+            TableName=self._streams,
+            Key=_user_key(owner),
+            UpdateExpression="DELETE #running :sids",
+            ExpressionAttributeNames={"#running": "running"},
+            ExpressionAttributeValues={":sids": {"SS": stream_ids}},
+        )
+
+    def running_count(self, owner: str) -> int:
+        resp = self.client.get_item(
+            TableName=self._streams, Key=_user_key(owner), ConsistentRead=True
+        )
+        return len(resp.get("Item", {}).get("running", {}).get("SS", []))
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, stream_id: str) -> StreamRecord | None:
+        resp = self.client.get_item(
+            TableName=self._streams, Key=_stream_key(stream_id), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        if not item:
+            return None
+        rec = _record(item)
+        if rec.expires_at and rec.expires_at < self._clock():
+            return None
+        return rec
+
+    def get_owned(self, stream_id: str, owner: str) -> StreamRecord:
+        """The stream if ``owner`` owns it; otherwise NOT_FOUND (existence is not leaked)."""
+        rec = self.get(stream_id)
+        if rec is None or rec.owner != owner:
+            raise StreamError(ErrorCode.NOT_FOUND, f"Stream {stream_id} was not found.")
+        return rec
+
+    def is_cancel_requested(self, stream_id: str) -> bool:
+        resp = self.client.get_item(
+            TableName=self._streams,
+            Key=_stream_key(stream_id),
+            ConsistentRead=True,
+            ProjectionExpression="cancelRequested",
+        )
+        return bool(resp.get("Item", {}).get("cancelRequested", {}).get("BOOL", False))
+
+    # -- producer side ----------------------------------------------------------------
+
+    def claim(self, stream_id: str, worker_id: str) -> bool:
+        """Take the right to produce a stream; False if it is claimed or finished."""
+        now = self._clock()
+        try:
+            self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression="SET claimedBy = :w, updatedAt = :now",
+                ConditionExpression="attribute_exists(pk) AND #status = :running "
+                "AND attribute_not_exists(claimedBy)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":w": {"S": worker_id},
+                    ":now": {"N": repr(now)},
+                    ":running": {"S": RUNNING},
+                },
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def set_connection(self, stream_id: str, owner: str, connection_id: str) -> None:
+        """Point a stream at a new connection (resume from another socket)."""
+        try:
+            self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression="SET connectionId = :c, updatedAt = :now",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":c": {"S": connection_id},
+                    ":now": {"N": repr(self._clock())},
+                    ":owner": {"S": owner},
+                },
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise StreamError(
+                    ErrorCode.NOT_FOUND, f"Stream {stream_id} was not found."
+                ) from None
+            raise
+
+    def append_frames(self, stream_id: str, frames: Sequence[dict[str, Any]]) -> None:
+        """Store transcript frames (those with a seq); one BatchWriteItem per 25."""
+        expires = {"N": str(self._expires_at(self._clock()))}
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "streamId": {"S": stream_id},
+                        "seq": {"N": str(frame["seq"])},
+                        "frame": {"S": json.dumps(frame, separators=(",", ":"))},
+                        "expiresAt": expires,
+                    }
+                }
+            }
+            for frame in frames
+            if "seq" in frame
+        ]
+        for start in range(0, len(requests), _BATCH):
+            pending: dict[str, Any] = {self._frames: requests[start : start + _BATCH]}
+            for attempt in range(_BATCH_RETRIES):
+                resp = self.client.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                # Throttled partitions: back off before resending what was left.
+                self._sleep(min(0.05 * 2**attempt, 1.0))
+            if pending:
+                raise StreamError(ErrorCode.INTERNAL, "The stream store is busy; please retry.")
+
+    def frames_after(self, stream_id: str, after_seq: int, limit: int = 1000) -> list[dict]:
+        """Stored frames with seq > after_seq, in order, at most ``limit``."""
+        frames: list[dict] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._frames,
+            "KeyConditionExpression": "streamId = :s AND seq > :n",
+            "ExpressionAttributeValues": {":s": {"S": stream_id}, ":n": {"N": str(after_seq)}},
+            "ConsistentRead": True,
+        }
+        while len(frames) < limit:
+            resp = self.client.query(Limit=limit - len(frames), **kwargs)
+            frames.extend(json.loads(item["frame"]["S"]) for item in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return frames
+
+    def finish(
+        self,
+        stream_id: str,
+        owner: str,
+        status: str,
+        *,
+        last_seq: int,
+        error_code: str | None = None,
+    ) -> bool:
+        """Mark a running stream terminal and free its owner's slot; False if already ended."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"not a terminal status: {status}")
+        values: dict[str, Any] = {
+            ":status": {"S": status},
+            ":running": {"S": RUNNING},
+            ":now": {"N": repr(self._clock())},
+            ":seq": {"N": str(last_seq)},
+        }
+        update = "SET #status = :status, updatedAt = :now, lastSeq = :seq"
+        if error_code:
+            update += ", errorCode = :code"
+            values[":code"] = {"S": error_code}
+        finished = True
+        try:
+            self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression=update,
+                ConditionExpression="#status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            finished = False
+        # Released even when the stream was already terminal: a crash between the
+        # two writes must not hold the slot.
+        self._release_slots(owner, [stream_id])
+        return finished
+
+    # -- consumer side ----------------------------------------------------------------
+
+    def request_cancel(self, stream_id: str, owner: str) -> StreamRecord:
+        """Set the cancel flag of the owner's stream. Harmless when repeated or ended."""
+        try:
+            resp = self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression="SET cancelRequested = :t",
+                ConditionExpression="#owner = :owner AND expiresAt > :now",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":t": {"BOOL": True},
+                    ":owner": {"S": owner},
+                    ":now": {"N": str(int(self._clock()))},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise StreamError(
+                    ErrorCode.NOT_FOUND, f"Stream {stream_id} was not found."
+                ) from None
+            raise
+        return _record(resp["Attributes"])
+
+
+class CancelWatch:
+    """Reads a stream's cancel flag at most once per interval.
+
+    Producers ask between every model event; reading DynamoDB per token would
+    cost a read per token, so the answer is cached for one flush interval, which
+    is exactly the latency DESIGN §5 allows for a cancel to take effect.
+    """
+
+    def __init__(
+        self,
+        store: StreamStore,
+        stream_id: str,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._stream_id = stream_id
+        self._interval = interval_s
+        self._clock = clock
+        self._checked_at: float | None = None
+        self._cancelled = False
+
+    def cancelled(self) -> bool:
+        if self._cancelled:
+            return True
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self._interval:
+            self._checked_at = now
+            self._cancelled = self._store.is_cancel_requested(self._stream_id)
+        return self._cancelled
+
+
+class _StreamExists(Exception):
+    pass
+
+
+class _CapReached(Exception):
+    pass
