@@ -3,6 +3,8 @@ chalicelib, return. See DESIGN.md §2."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -57,17 +59,23 @@ def _error_response(err: StreamError) -> Response:
     )
 
 
-@app.middleware("http")
-def errors_as_json(event: Any, get_response: Any) -> Response:
+def json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     """StreamErrors become ``{"error": {...}}`` with their status; anything else a
-    plain INTERNAL error (details go to the log, not to the caller)."""
-    try:
-        return get_response(event)
-    except StreamError as err:
-        return _error_response(err)
-    except Exception:
-        logger.exception("unhandled error", extra={"path": event.path})
-        return _error_response(StreamError(ErrorCode.INTERNAL, "Internal error."))
+    plain INTERNAL error (details go to the log, not to the caller). Chalice turns
+    view exceptions into its own 500 before any middleware sees them, so this
+    wraps each view."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except StreamError as err:
+            return _error_response(err)
+        except Exception:
+            logger.exception("unhandled error", extra={"route": view.__name__})
+            return _error_response(StreamError(ErrorCode.INTERNAL, "Internal error."))
+
+    return wrapper
 
 
 def _rest_url() -> str:
@@ -83,16 +91,19 @@ def _rest_url() -> str:
 
 
 @app.route("/health", methods=["GET"], cors=_cors)
+@json_errors
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @app.route("/config", methods=["GET"], cors=_cors)
+@json_errors
 def config() -> dict[str, Any]:
     return rest_api.public_config(services.settings(), _rest_url())
 
 
 @app.route("/streams/{stream_id}", methods=["GET"], authorizer=jwt_auth, cors=_cors)
+@json_errors
 def get_stream(stream_id: str) -> dict[str, Any]:
     return rest_api.read_stream(
         services.store(), _owner(), stream_id, app.current_request.query_params
@@ -100,5 +111,6 @@ def get_stream(stream_id: str) -> dict[str, Any]:
 
 
 @app.route("/streams/{stream_id}/cancel", methods=["POST"], authorizer=jwt_auth, cors=_cors)
+@json_errors
 def cancel_stream(stream_id: str) -> dict[str, Any]:
     return rest_api.cancel_stream(services.store(), _owner(), stream_id)

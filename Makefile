@@ -1,0 +1,45 @@
+# The two commands: `make run` (local cloud) and `make test` (every suite).
+# Each installs whatever is missing first, so a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP  := $(VENV)/.installed
+CDK_STAMP := cdk/node_modules/.installed
+
+export AWS_DEFAULT_REGION ?= us-east-1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test test-python lint synth deploy clean
+
+install: $(PY_STAMP) $(CDK_STAMP)
+
+$(PY_STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(CDK_STAMP): cdk/package.json cdk/package-lock.json
+	cd cdk && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: install
+	$(BIN)/python -m local
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+
+test-python: $(PY_STAMP)
+	$(BIN)/pytest
+
+test: install lint test-python
+
+synth: install
+	cd cdk && npx cdk synth --quiet
+
+deploy: install
+	cd cdk && npx cdk deploy --require-approval broadening
+
+clean:
+	rm -rf $(VENV) cdk/node_modules cdk/cdk.out chalice.out .chalice/deployments .local
