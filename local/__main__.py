@@ -1,0 +1,81 @@
+"""``python -m local``: start the local cloud in the foreground (``make run``).
+
+Prints every URL and the local user's credentials, writes them to
+``.local/endpoints.json``, and stops every service on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from local.cloud import ROOT, CloudOptions, LocalCloud
+
+DEFAULT_PORT_BASE = 4510
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    p.add_argument(
+        "--port-base",
+        type=int,
+        default=int(os.environ.get("LOCAL_PORT_BASE", DEFAULT_PORT_BASE)),
+        help="first port; services use consecutive ports (0 = any free ports). "
+        f"Env LOCAL_PORT_BASE, default {DEFAULT_PORT_BASE}.",
+    )
+    p.add_argument(
+        "--endpoints-file",
+        type=Path,
+        default=Path(os.environ.get("LOCAL_ENDPOINTS_FILE", ROOT / ".local" / "endpoints.json")),
+    )
+    return p.parse_args(argv)
+
+
+def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
+    c = endpoints["cognito"]
+    lines = [
+        "",
+        f"Local cloud is up ({started_in:.1f} s). Endpoints (also in {path}):",
+        f"  REST API        {endpoints['rest']}",
+        f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
+        f"  Bedrock (local simulated model)  {endpoints['bedrock']}",
+        f"  DynamoDB + SQS  {endpoints['aws']}",
+        f"  Local user      {endpoints['user']['username']} / {endpoints['user']['password']}",
+        "",
+        f"Try: curl {endpoints['rest']}config",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    started = time.monotonic()
+    cloud = LocalCloud(CloudOptions(port_base=args.port_base, endpoints_file=args.endpoints_file))
+    endpoints = cloud.start()
+    try:
+        print(_banner(endpoints, time.monotonic() - started, args.endpoints_file), flush=True)
+        print("READY", flush=True)  # a line tests and scripts can wait for
+        stop.wait()
+    finally:
+        print("Stopping the local cloud...", flush=True)
+        cloud.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The local cloud (DESIGN §6): every service the app needs, on loopback.
+
+One process, one object. ``LocalCloud.start`` brings up, in order:
+
+1. DynamoDB and SQS (moto's server mode) and creates the tables;
+2. the Cognito emulator with a pool, an app client and the local user;
+3. the Bedrock emulator (simulated model);
+4. the Chalice REST API, imported with its environment pointed at the above.
+
+The app itself runs unchanged: only endpoints and settings differ from AWS
+(``AWS_ENDPOINT_URL_<SERVICE>``, issuer and JWKS URLs), injected through the
+environment before ``app.py`` is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from local.loop import LoopThread
+
+log = logging.getLogger("local.cloud")
+
+ROOT = Path(__file__).resolve().parents[1]
+REGION = "us-east-1"
+# Credentials for the local endpoints only; no AWS account is involved.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+SERVICES = ("rest", "aws", "cognito", "bedrock")
+
+
+@dataclass
+class CloudOptions:
+    host: str = "127.0.0.1"
+    # 0 = free ports chosen by the OS; otherwise services use port_base, +1, +2, ...
+    port_base: int = 0
+    username: str = "local-user"
+    password: str = field(default_factory=lambda: f"Local-{secrets.token_urlsafe(9)}-1a")
+    email: str = "local-user@example.com"
+    endpoints_file: Path | None = ROOT / ".local" / "endpoints.json"
+    # Extra settings for the app (e.g. FLUSH_INTERVAL_MS), as environment variables.
+    app_env: dict[str, str] = field(default_factory=dict)
+    # Simulated model timing; None keeps the emulator's defaults.
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def _port(options: CloudOptions, service: str) -> int:
+    if options.port_base == 0:
+        return 0
+    return options.port_base + SERVICES.index(service)
+
+
+def _check_free(host: str, port: int, service: str) -> None:
+    if port == 0:
+        return
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise SystemExit(
+                f"Port {port} for the local {service} is in use. Stop what uses it or "
+                f"choose other ports with LOCAL_PORT_BASE (e.g. LOCAL_PORT_BASE=5600)."
+            ) from None
+
+
+class LocalCloud:
+    def __init__(self, options: CloudOptions | None = None) -> None:
+        self.options = options or CloudOptions()
+        self.endpoints: dict[str, Any] = {}
+        self._loop: LoopThread | None = None
+        self._moto: Any = None
+        self._cognito: Any = None
+        self._bedrock: Any = None
+        self._rest: Any = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        o = self.options
+        for service in SERVICES:
+            _check_free(o.host, _port(o, service), service)
+        try:
+            aws_url = self._start_aws()
+            self._loop = LoopThread().start()
+            identity = self._start_cognito()
+            bedrock_url = self._start_bedrock()
+            self._set_app_env(aws_url, bedrock_url, identity)
+            self._provision(aws_url)
+            rest_url = self._start_rest()
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = {
+            "client": None,
+            "rest": rest_url,
+            "functionUrl": None,
+            "websocket": None,
+            "appsync": None,
+            "cognito": {
+                "endpoint": self._cognito.endpoint,
+                "userPoolId": identity["userPoolId"],
+                "clientId": identity["clientId"],
+                "region": REGION,
+                "issuer": identity["issuer"],
+                "jwksUrl": identity["jwksUrl"],
+            },
+            "bedrock": bedrock_url,
+            "aws": aws_url,
+            "user": {"username": identity["username"], "password": identity["password"]},
+        }
+        if o.endpoints_file is not None:
+            o.endpoints_file.parent.mkdir(parents=True, exist_ok=True)
+            o.endpoints_file.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+            o.endpoints_file.chmod(0o600)  # it holds the local user's password
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Stop every service; safe to call more than once and after a failed start."""
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
+        if self._loop is not None:
+            for emulator in (self._bedrock, self._cognito):
+                if emulator is not None:
+                    try:
+                        self._loop.run(emulator.stop(), timeout=5)
+                    except Exception:
+                        log.exception("stopping an emulator failed")
+            self._loop.stop()
+            self._loop = None
+        self._bedrock = self._cognito = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+
+    def __enter__(self) -> LocalCloud:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- services ---------------------------------------------------------------------
+
+    def _url(self, port: int) -> str:
+        return f"http://{self.options.host}:{port}/"
+
+    def _start_aws(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug logs every request to stderr otherwise.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._moto = ThreadedMotoServer(
+            ip_address=self.options.host, port=_port(self.options, "aws"), verbose=False
+        )
+        self._moto.start()
+        _, port = self._moto.get_host_and_port()
+        return self._url(port)
+
+    def _start_cognito(self) -> dict[str, str]:
+        from local.cognito import CognitoEmulator
+
+        assert self._loop is not None
+        self._cognito = CognitoEmulator(REGION)
+        self._loop.run(self._cognito.start(self.options.host, _port(self.options, "cognito")))
+        return self._cognito.ensure_pool_with_user(
+            pool_name="llm-stream-local",
+            client_name="llm-stream-client",
+            username=self.options.username,
+            password=self.options.password,
+            email=self.options.email,
+        )
+
+    def _start_bedrock(self) -> str:
+        from local.bedrock import BedrockEmulator
+
+        assert self._loop is not None
+        self._bedrock = BedrockEmulator(**self.options.model)
+        port = self._loop.run(self._bedrock.start(self.options.host, _port(self.options, "bedrock")))
+        return self._url(port)
+
+    def _set_app_env(self, aws_url: str, bedrock_url: str, identity: dict[str, str]) -> None:
+        env = {
+            **LOCAL_CREDENTIALS,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL_DYNAMODB": aws_url,
+            "AWS_ENDPOINT_URL_SQS": aws_url,
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_url,
+            "USER_POOL_ID": identity["userPoolId"],
+            "USER_POOL_CLIENT_ID": identity["clientId"],
+            "JWT_ISSUER": identity["issuer"],
+            "JWKS_URL": identity["jwksUrl"],
+            "PUBLIC_COGNITO_ENDPOINT": self._cognito.endpoint,
+            "MODEL_LABEL": "local simulated model",
+            "POWERTOOLS_SERVICE_NAME": "llm-stream",
+            **self.options.app_env,
+        }
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _provision(self, aws_url: str) -> None:
+        from chalicelib.settings import Settings
+        from local.provision import create_tables
+
+        ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_url)
+        create_tables(ddb, Settings.from_env())
+
+    def _start_rest(self) -> str:
+        from chalicelib import services
+        from local.rest import RestServer, load_chalice_app
+
+        services.reset()  # settings are read from the environment set above
+        app, config = load_chalice_app(str(ROOT))
+        self._rest = RestServer(app, config, self.options.host, _port(self.options, "rest"))
+        url = self._url(self._rest.port)
+        os.environ["PUBLIC_REST_URL"] = url
+        self._saved_env.setdefault("PUBLIC_REST_URL", None)
+        services.reset()
+        self._rest.start()
+        return url
