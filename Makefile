@@ -29,6 +29,7 @@ run: install
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-python: $(PY_STAMP)
 	$(BIN)/pytest

@@ -7,10 +7,10 @@ users: no stack traces, ARNs, SDK exception text or prompt text.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"
@@ -35,9 +35,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 # Worth retrying the same request later, unchanged.
-RETRYABLE = frozenset(
-    {ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT}
-)
+RETRYABLE = frozenset({ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT})
 
 
 class StreamError(Exception):

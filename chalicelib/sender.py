@@ -14,6 +14,7 @@ that writes to the store and a socket can keep storing after the socket is gone.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -175,7 +176,6 @@ class OrderedSender:
             with self._failures_lock:
                 self._failures.append(failure)
             if self._on_failure is not None:
-                try:
+                # A broken callback must not stop delivery.
+                with contextlib.suppress(Exception):
                     self._on_failure(failure)
-                except Exception:  # a broken callback must not stop delivery
-                    pass

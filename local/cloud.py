@@ -191,7 +191,9 @@ class LocalCloud:
 
         assert self._loop is not None
         self._bedrock = BedrockEmulator(**self.options.model)
-        port = self._loop.run(self._bedrock.start(self.options.host, _port(self.options, "bedrock")))
+        port = self._loop.run(
+            self._bedrock.start(self.options.host, _port(self.options, "bedrock"))
+        )
         return self._url(port)
 
     def _set_app_env(self, aws_url: str, bedrock_url: str, identity: dict[str, str]) -> None:

@@ -43,13 +43,14 @@ class ApiGatewayAuthorizer(LocalGatewayAuthorizer):
 
 
 def use_api_gateway_authorizer(gateway: LocalGateway, app: Chalice) -> LocalGateway:
-    gateway._authorizer = ApiGatewayAuthorizer(app)  # noqa: SLF001 (chalice has no hook)
+    gateway._authorizer = ApiGatewayAuthorizer(app)
     return gateway
 
 
 class _Handler(ChaliceRequestHandler):
-    def __init__(self, request: Any, client_address: Any, server: Any, app_object: Chalice,
-                 config: Any) -> None:
+    def __init__(
+        self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Any
+    ) -> None:
         # The base __init__ handles the request, so the gateway is swapped by
         # building it here first and letting the base reuse it.
         self._app_object_for_auth = app_object
@@ -59,7 +60,7 @@ class _Handler(ChaliceRequestHandler):
         use_api_gateway_authorizer(self.local_gateway, self._app_object_for_auth)
         super()._generic_handle()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by the app; the default prints to stderr
 
 

@@ -1,3 +1,4 @@
+import itertools
 import random
 
 import pytest
@@ -30,7 +31,7 @@ def test_flushes_are_at_least_one_interval_apart_unless_the_chunk_is_full():
     policy = FlushPolicy(interval_ms=50, max_chars=1000)
     times = [t for t, _ in run(policy, [(float(t), "tok ") for t in range(0, 1000, 5)])]
     finite = [t for t in times if t != float("inf")]
-    assert all(b - a >= 50 for a, b in zip(finite, finite[1:], strict=False))
+    assert all(b - a >= 50 for a, b in itertools.pairwise(finite))
 
 
 def test_deadline_is_one_interval_after_the_last_flush():

@@ -40,7 +40,11 @@ def test_error_frame_carries_code_message_and_retryable():
     b = FrameBuilder(SID, next_seq=4)
     frame = b.error(StreamError(ErrorCode.THROTTLED, "The model is busy."))
     assert frame["seq"] == 4
-    assert frame["error"] == {"code": "THROTTLED", "message": "The model is busy.", "retryable": True}
+    assert frame["error"] == {
+        "code": "THROTTLED",
+        "message": "The model is busy.",
+        "retryable": True,
+    }
     validate_frame(frame)
 
 
@@ -85,5 +89,5 @@ def test_start_request_limit_errors_name_the_configured_limit():
 
 
 def test_validated_frames_survive_a_json_round_trip():
-    frame = FrameBuilder(SID, 1).delta("line\nbreak \"quoted\" 🚀")
+    frame = FrameBuilder(SID, 1).delta('line\nbreak "quoted" 🚀')
     assert validate_frame(json.loads(encode(frame))) == frame

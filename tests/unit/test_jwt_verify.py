@@ -172,8 +172,14 @@ def test_leeway_above_sixty_seconds_is_refused():
 
 @pytest.mark.parametrize(
     ("header", "token"),
-    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("", None),
-     (None, None), ("Bearer", None)],
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("", None),
+        (None, None),
+        ("Bearer", None),
+    ],
 )
 def test_bearer_token_extraction(header, token):
     assert bearer_token(header) == token

@@ -36,7 +36,9 @@ def store(settings, clock, monkeypatch):
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client, settings)
-        yield StreamStore(settings, client_factory=lambda: client, clock=clock, sleep=lambda s: None)
+        yield StreamStore(
+            settings, client_factory=lambda: client, clock=clock, sleep=lambda s: None
+        )
 
 
 def sid() -> str:
@@ -50,7 +52,11 @@ def test_created_stream_is_running_and_owned(store, clock):
     got = store.get(s)
     assert got == rec
     assert (got.owner, got.status, got.transport, got.connection_id) == (
-        "alice", "running", "websocket", "c1")
+        "alice",
+        "running",
+        "websocket",
+        "c1",
+    )
     assert got.expires_at == int(clock.now) + 3600
 
 
@@ -94,7 +100,7 @@ def test_a_stream_that_lost_its_producer_stops_holding_a_slot(store, clock):
     for _ in range(3):
         store.create(sid(), "alice", "websocket")
     clock.now += STALE_AFTER_S + 1
-    rec, created = store.create(sid(), "alice", "websocket")
+    _, created = store.create(sid(), "alice", "websocket")
     assert created and store.running_count("alice") == 1
 
 

@@ -1,0 +1,499 @@
+"""The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API and its Python Lambdas),
+the Cognito user pool and app client, and the two stream-store tables.
+
+Later issues add the WebSocket authorizer, AppSync, SQS and the Node.js Function URL.
+
+Settings reach the Python Lambdas only through ``stage_config["environment_variables"]``:
+the Chalice construct names its stage after the stack path, so the stages of
+``.chalice/config.json`` are never applied here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import aws_cdk as cdk
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from chalice.cdk import Chalice
+from chalice.config import Config as ChaliceConfig
+from chalice.deploy.packager import DependencyBuilder, MissingDependencyError, PipRunner
+from constructs import Construct
+
+from chalicelib.stream_store import FRAMES_TABLE_SCHEMA, STREAMS_TABLE_SCHEMA
+
+# The directory holding the Chalice app (app.py, chalicelib/, .chalice/, requirements.txt).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SERVICE_NAME = "llm-stream"
+API_STAGE = "api"
+LAMBDA_PYTHON_RUNTIME = "python3.12"
+DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+# Placeholder: the origin of the Vite dev server (`npm run dev` in client/), so a locally run
+# client can use a deployed backend. A later issue replaces it with the CloudFront client URL.
+DEFAULT_ALLOWED_ORIGIN = "http://localhost:5173"
+DEFAULT_LOG_LEVEL = "INFO"
+
+# Prefixes of system-defined (cross-Region) inference profile ids, e.g. "us.anthropic.…".
+_INFERENCE_PROFILE_PREFIXES = frozenset({"us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"})
+# ConverseStream is authorised as InvokeModelWithResponseStream, Converse as InvokeModel.
+BEDROCK_ACTIONS = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
+
+_MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+_ATTRIBUTE_TYPES = {
+    "S": dynamodb.AttributeType.STRING,
+    "N": dynamodb.AttributeType.NUMBER,
+    "B": dynamodb.AttributeType.BINARY,
+}
+# Modules of the Chalice project that its packaging imports (see _chalice_packaging).
+_APP_MODULES = ("app", "chalicelib")
+
+
+def _context_bool(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LlmStreamProps:
+    """What a deployer may choose. Each field also comes from CDK context (``-c name=value``)."""
+
+    model_id: str = DEFAULT_MODEL_ID  # context: modelId
+    allowed_origin: str = DEFAULT_ALLOWED_ORIGIN  # context: allowedOrigin
+    log_level: str = DEFAULT_LOG_LEVEL  # context: logLevel
+    # Cognito Plus feature plan with threat protection (billed per monthly active user).
+    threat_protection: bool = True  # context: threatProtection
+    lambda_timeout_s: int = 30  # API Gateway's REST integration timeout is 29 s
+    lambda_memory_mb: int = 512  # more memory = more CPU = faster cold start (crypto, powertools)
+
+    def __post_init__(self) -> None:
+        if not _MODEL_ID_RE.match(self.model_id):
+            raise ValueError(
+                f"modelId must be a Bedrock model or inference profile id, got {self.model_id!r}"
+            )
+        origin = self.allowed_origin
+        if not cdk.Token.is_unresolved(origin) and not _ORIGIN_RE.match(origin):
+            # "*" would let any web page call the API with a user's token.
+            raise ValueError(
+                f"allowedOrigin must be one origin like https://example.com "
+                f"(no '*', no path, no trailing slash), got {origin!r}"
+            )
+        if self.log_level not in _LOG_LEVELS:
+            raise ValueError(f"logLevel must be one of {sorted(_LOG_LEVELS)}")
+
+    @classmethod
+    def from_context(cls, scope: Construct) -> LlmStreamProps:
+        node = scope.node
+        return cls(
+            model_id=node.try_get_context("modelId") or DEFAULT_MODEL_ID,
+            allowed_origin=node.try_get_context("allowedOrigin") or DEFAULT_ALLOWED_ORIGIN,
+            log_level=(node.try_get_context("logLevel") or DEFAULT_LOG_LEVEL).upper(),
+            threat_protection=_context_bool(node.try_get_context("threatProtection"), True),
+        )
+
+
+def split_inference_profile(model_id: str) -> tuple[str | None, str]:
+    """``("us", "anthropic.claude…")`` for a system-defined inference profile id,
+    ``(None, model_id)`` for a plain foundation model id."""
+    prefix, _, rest = model_id.partition(".")
+    if prefix in _INFERENCE_PROFILE_PREFIXES and "." in rest:
+        return prefix, rest
+    return None, model_id
+
+
+def _is_app_module(name: str) -> bool:
+    return any(name == m or name.startswith(f"{m}.") for m in _APP_MODULES)
+
+
+@contextlib.contextmanager
+def _chalice_packaging(source_dir: str, runtime: str) -> Iterator[None]:
+    """Run the Chalice construct's in-process ``chalice package`` correctly and without
+    side effects. Chalice 1.34.0 needs three corrections, all undone on exit:
+
+    * Target runtime. Chalice packages for the Python that runs synth (3.11 here). Overriding
+      only the template's Runtime would ship cp311-only binaries (cffi's
+      ``_cffi_backend.cpython-311-…so``, which cryptography imports) to a python3.12 Lambda,
+      where ``import cryptography`` fails. So Chalice is told the target runtime, and its pip
+      calls for manylinux wheels get the matching ``--python-version`` (Chalice passes only
+      ``--abi``, and pip then still asks for the running interpreter's wheels).
+    * Missing wheels. Chalice prints "Could not install dependencies" and builds a zip
+      without them; here that fails the synth instead of deploying a broken function.
+    * Process state. Packaging imports the project's ``app.py`` (cached in ``sys.modules``),
+      writes the stage env vars (CDK token strings) into ``os.environ``, and prepends the
+      project to ``sys.path`` only if absent. The project is put first (so ``import app``
+      cannot find another ``app.py``, such as the CDK entry point), the app is imported
+      fresh with this stack's settings (the CORS origin is read at import), and nothing
+      leaks into a second stack or a test session.
+    """
+    python_version = runtime.removeprefix("python")
+    original_execute = PipRunner._execute
+    original_build = DependencyBuilder.build_site_packages
+
+    def execute(self: PipRunner, command: str, args: list[str], *rest: Any, **kw: Any) -> Any:
+        if command == "download" and "--abi" in args and "--python-version" not in args:
+            args = [*args, "--python-version", python_version]
+        return original_execute(self, command, args, *rest, **kw)
+
+    def build_site_packages(self: DependencyBuilder, abi: str, *args: Any) -> None:
+        try:
+            original_build(self, abi, *args)
+        except MissingDependencyError as exc:
+            names = ", ".join(sorted(p.identifier for p in exc.missing))
+            raise RuntimeError(f"no {abi} manylinux wheel for: {names}") from None
+
+    saved_env = dict(os.environ)
+    saved_path = list(sys.path)
+    saved_modules = {n: m for n, m in sys.modules.items() if _is_app_module(n)}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.object(
+                ChaliceConfig, "lambda_python_version", property(lambda _self: runtime)
+            )
+        )
+        stack.enter_context(mock.patch.object(PipRunner, "_execute", execute))
+        stack.enter_context(
+            mock.patch.object(DependencyBuilder, "build_site_packages", build_site_packages)
+        )
+        # Chalice warns that the running Python differs from the Lambda one: intended here.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="You are currently running")
+        for name in saved_modules:
+            del sys.modules[name]
+        others = [p for p in sys.path if os.path.abspath(p or ".") != source_dir]
+        sys.path[:] = [source_dir, *others]
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            sys.path[:] = saved_path
+            for name in [n for n in sys.modules if _is_app_module(n)]:
+                del sys.modules[name]
+            sys.modules.update(saved_modules)
+
+
+class LlmStreamStack(cdk.Stack):
+    """Chalice REST API + Lambdas, Cognito, and the DynamoDB stream store."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        props: LlmStreamProps | None = None,
+        source_dir: str | os.PathLike[str] = REPO_ROOT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.props = props or LlmStreamProps.from_context(self)
+
+        self.streams_table = self._table("StreamsTable", STREAMS_TABLE_SCHEMA)
+        self.frames_table = self._table("FramesTable", FRAMES_TABLE_SCHEMA)
+        self.user_pool, self.user_pool_client = self._cognito()
+
+        # Roles are ours, not Chalice's (autogen off): least privilege, visible to cdk-nag.
+        self.handler_role = iam.Role(
+            self,
+            "HandlerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="llm-stream Python handlers: stream store tables, one Bedrock model, logs",
+        )
+        self.authorizer_role = iam.Role(
+            self,
+            "AuthorizerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="llm-stream API authorizers: verify JWTs, write logs; nothing else",
+        )
+        self.streams_table.grant_read_write_data(self.handler_role)
+        self.frames_table.grant_read_write_data(self.handler_role)
+        self._grant_bedrock(self.handler_role)
+
+        environment = {
+            "STREAMS_TABLE": self.streams_table.table_name,
+            "FRAMES_TABLE": self.frames_table.table_name,
+            "MODEL_ID": self.props.model_id,
+            "USER_POOL_ID": self.user_pool.user_pool_id,
+            "USER_POOL_CLIENT_ID": self.user_pool_client.user_pool_client_id,
+            "CORS_ALLOW_ORIGIN": self.props.allowed_origin,
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "LOG_LEVEL": self.props.log_level,
+        }
+        project_dir = os.path.abspath(source_dir)
+        with _chalice_packaging(project_dir, LAMBDA_PYTHON_RUNTIME):
+            self.chalice = Chalice(
+                self,
+                "ChaliceApp",
+                source_dir=project_dir,
+                stage_config={
+                    "api_gateway_stage": API_STAGE,
+                    "lambda_timeout": self.props.lambda_timeout_s,
+                    "lambda_memory_size": self.props.lambda_memory_mb,
+                    "autogen_policy": False,
+                    "manage_iam_role": False,
+                    "iam_role_arn": self.handler_role.role_arn,
+                    "environment_variables": environment,
+                },
+            )
+        self.function_log_groups = self._configure_functions()
+        self._outputs()
+        self._nag_suppressions()
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def _table(self, construct_id: str, schema: Mapping[str, Any]) -> dynamodb.Table:
+        """A table built from a stream_store schema constant, so AWS and the local cloud
+        create the same key schema from one definition."""
+        types = {a["AttributeName"]: a["AttributeType"] for a in schema["AttributeDefinitions"]}
+        keys = {k["KeyType"]: k["AttributeName"] for k in schema["KeySchema"]}
+        if set(types) != set(keys.values()) or set(schema) - {
+            "KeySchema",
+            "AttributeDefinitions",
+            "TimeToLiveAttribute",
+        }:
+            # Indexes or extra attributes would need mapping here: fail rather than diverge.
+            raise ValueError(f"{construct_id}: schema has parts this stack does not map: {schema}")
+
+        def attribute(name: str) -> dynamodb.Attribute:
+            return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[types[name]])
+
+        return dynamodb.Table(
+            self,
+            construct_id,
+            partition_key=attribute(keys["HASH"]),
+            sort_key=attribute(keys["RANGE"]) if "RANGE" in keys else None,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=schema["TimeToLiveAttribute"],
+            # Streams and frames expire after 24 h (TTL): nothing worth keeping on teardown.
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+
+    def _cognito(self) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
+        plus = self.props.threat_protection
+        pool = cognito.UserPool(
+            self,
+            "UserPool",
+            self_sign_up_enabled=False,  # users are created by an administrator
+            sign_in_aliases=cognito.SignInAliases(username=True, email=True),
+            sign_in_case_sensitive=False,
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            password_policy=cognito.PasswordPolicy(
+                min_length=12,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_digits=True,
+                require_symbols=True,
+                temp_password_validity=cdk.Duration.days(3),
+            ),
+            # Users may enrol a TOTP app; see the AwsSolutions-COG2 suppression for why not
+            # REQUIRED. SMS is off: it would need an SNS role and a spend limit.
+            mfa=cognito.Mfa.OPTIONAL,
+            mfa_second_factor=cognito.MfaSecondFactor(sms=False, otp=True),
+            feature_plan=cognito.FeaturePlan.PLUS if plus else cognito.FeaturePlan.ESSENTIALS,
+            standard_threat_protection_mode=(
+                cognito.StandardThreatProtectionMode.FULL_FUNCTION if plus else None
+            ),
+            # A demo stack: `cdk destroy` removes the pool and its users with it.
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        client = pool.add_client(
+            "WebClient",
+            generate_secret=False,  # browser and CLI clients cannot keep a secret
+            auth_flows=cognito.AuthFlow(user_password=True, user_srp=True),  # + refresh, always
+            id_token_validity=cdk.Duration.hours(1),
+            access_token_validity=cdk.Duration.hours(1),
+            refresh_token_validity=cdk.Duration.days(30),
+            prevent_user_existence_errors=True,
+            enable_token_revocation=True,
+            disable_o_auth=True,  # no hosted UI: clients sign in through the Cognito API
+        )
+        return pool, client
+
+    def _bedrock_statements(self) -> list[iam.PolicyStatement]:
+        geo, base_model_id = split_inference_profile(self.props.model_id)
+        if geo is None:
+            model_arn = self.format_arn(
+                service="bedrock",
+                account="",
+                resource="foundation-model",
+                resource_name=base_model_id,
+                arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+            )
+            return [iam.PolicyStatement(actions=list(BEDROCK_ACTIONS), resources=[model_arn])]
+        profile_arn = self.format_arn(
+            service="bedrock",
+            resource="inference-profile",
+            resource_name=self.props.model_id,
+            arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        # A cross-Region profile runs the model in any of its destination Regions, which AWS
+        # may extend: the Region is a wildcard, the model is not, and the condition admits
+        # the model only when called through this profile.
+        model_arns = [
+            self.format_arn(
+                service="bedrock",
+                region="*",
+                account="",
+                resource="foundation-model",
+                resource_name=base_model_id,
+                arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+            )
+        ]
+        if geo == "global":
+            # Global profiles authorise the model with a Region-less ARN (AWS global CRIS docs).
+            model_arns.append(f"arn:{cdk.Aws.PARTITION}:bedrock:::foundation-model/{base_model_id}")
+        return [
+            iam.PolicyStatement(actions=list(BEDROCK_ACTIONS), resources=[profile_arn]),
+            iam.PolicyStatement(
+                actions=list(BEDROCK_ACTIONS),
+                resources=model_arns,
+                conditions={"ArnLike": {"bedrock:InferenceProfileArn": profile_arn}},
+            ),
+        ]
+
+    def _grant_bedrock(self, role: iam.Role) -> None:
+        for statement in self._bedrock_statements():
+            role.add_to_policy(statement)
+
+    # -- the Chalice functions ---------------------------------------------------------------
+
+    def serverless_functions(self) -> dict[str, cdk.CfnResource]:
+        """Every ``AWS::Serverless::Function`` of the Chalice template, by logical id."""
+        return {
+            child.node.id: child
+            for child in self.chalice.sam_template.node.children
+            if isinstance(child, cdk.CfnResource)
+            and child.cfn_resource_type == "AWS::Serverless::Function"
+        }
+
+    def _authorizer_function_ids(self) -> set[str]:
+        """Logical ids of the functions the Chalice REST API uses as authorizers, read from
+        the API's swagger ``securityDefinitions`` (``${JwtAuth.Arn}`` in the authorizer URI)."""
+        ids: set[str] = set()
+        for child in self.chalice.sam_template.node.children:
+            if not (
+                isinstance(child, cdk.CfnResource)
+                and child.cfn_resource_type == "AWS::Serverless::Api"
+            ):
+                continue
+            body = self.resolve(child.definition_body) or {}  # type: ignore[attr-defined]
+            for scheme in body.get("securityDefinitions", {}).values():
+                uri = scheme.get("x-amazon-apigateway-authorizer", {}).get("authorizerUri")
+                sub = uri.get("Fn::Sub") if isinstance(uri, dict) else None
+                if isinstance(sub, str):
+                    ids.update(re.findall(r"\$\{([A-Za-z0-9]+)\.Arn\}", sub))
+        return ids
+
+    def _configure_functions(self) -> dict[str, logs.LogGroup]:
+        functions = self.serverless_functions()
+        if not functions:
+            raise RuntimeError("the Chalice template has no AWS::Serverless::Function")
+        authorizers = self._authorizer_function_ids()
+        log_groups: dict[str, logs.LogGroup] = {}
+        roles: dict[str, iam.Role] = {}
+        for logical_id, function in functions.items():
+            packaged_for = self.resolve(function.runtime)  # type: ignore[attr-defined]
+            if packaged_for != LAMBDA_PYTHON_RUNTIME:
+                # The deployment zip's binary wheels match packaged_for only.
+                raise RuntimeError(
+                    f"{logical_id} was packaged for {packaged_for}, not {LAMBDA_PYTHON_RUNTIME}"
+                )
+            function.add_property_override("Runtime", LAMBDA_PYTHON_RUNTIME)
+            role = self.authorizer_role if logical_id in authorizers else self.handler_role
+            function.add_property_override("Role", role.role_arn)
+            # Our own log group (retention set) instead of the implicit never-expiring one.
+            log_group = logs.LogGroup(
+                self,
+                f"{logical_id}LogGroup",
+                retention=logs.RetentionDays.ONE_MONTH,
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            )
+            log_group.grant_write(role)
+            function.add_property_override("LoggingConfig", {"LogGroup": log_group.log_group_name})
+            log_groups[logical_id] = log_group
+            roles[logical_id] = role
+        # A function must not be created (and invoked) before its role's permissions exist.
+        for logical_id, function in functions.items():
+            policy = roles[logical_id].node.try_find_child("DefaultPolicy")
+            if policy is not None:
+                function.add_resource_dependency(policy.node.default_child)  # type: ignore[arg-type]
+        return log_groups
+
+    # -- outputs and cdk-nag -----------------------------------------------------------------
+
+    def _outputs(self) -> None:
+        cdk.CfnOutput(
+            self,
+            "RestApiUrl",
+            value=self.chalice.sam_template.get_output("EndpointURL").value,
+            description="REST API base URL (GET /health, GET /config, /streams/...)",
+        )
+        cdk.CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
+        cdk.CfnOutput(self, "UserPoolClientId", value=self.user_pool_client.user_pool_client_id)
+        cdk.CfnOutput(self, "Region", value=self.region)
+        cdk.CfnOutput(self, "StreamsTableName", value=self.streams_table.table_name)
+        cdk.CfnOutput(self, "FramesTableName", value=self.frames_table.table_name)
+
+    def _nag_suppressions(self) -> None:
+        """cdk-nag 3 acknowledgements (CDK ``Validations``), each for one finding."""
+        cdk.Validations.of(self.user_pool).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-COG2",
+                reason=(
+                    "MFA is OPTIONAL (TOTP), not REQUIRED: accounts are created by an "
+                    "administrator only, and the headless clients of this project (bench/, "
+                    "terminal clients and end-to-end tests) sign in non-interactively with "
+                    "USER_PASSWORD_AUTH, which a mandatory TOTP challenge would block."
+                ),
+            )
+        )
+        if not self.props.threat_protection:
+            cdk.Validations.of(self.user_pool).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-COG8",
+                    reason=(
+                        "The deployer set threatProtection=false: the Plus feature plan "
+                        "(threat protection) is billed per monthly active user with no free "
+                        "tier; self sign-up is off and users are admin-created."
+                    ),
+                )
+            )
+        geo, base_model_id = split_inference_profile(self.props.model_id)
+        if geo is not None:
+            finding = f"Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/{base_model_id}"
+            cdk.Validations.of(self.handler_role).acknowledge(
+                cdk.Acknowledgment(
+                    id=f"AwsSolutions-IAM5[{finding}]",
+                    reason=(
+                        "The Region of the foundation-model ARN is a wildcard because the "
+                        f"cross-Region inference profile {self.props.model_id} runs the model "
+                        "in any of its destination Regions, a set AWS may extend. The model "
+                        "itself is fixed, and a bedrock:InferenceProfileArn condition admits it "
+                        "only through that one inference profile."
+                    ),
+                )
+            )

@@ -1,0 +1,408 @@
+"""Offline synth assertions for the CDK stack (DESIGN.md §2-§5).
+
+No AWS account, credentials or network beyond PyPI (Chalice pip-installs requirements.txt into
+``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from chalicelib.stream_store import FRAMES_TABLE_SCHEMA, STREAMS_TABLE_SCHEMA
+
+pytestmark = pytest.mark.cdk
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CDK_DIR = REPO_ROOT / "cdk"
+PYTHON_RUNTIME = "python3.12"
+NODE_RUNTIMES = {"nodejs22.x", "nodejs24.x"}
+FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
+EXPECTED_ENV = (
+    "STREAMS_TABLE",
+    "FRAMES_TABLE",
+    "MODEL_ID",
+    "USER_POOL_ID",
+    "USER_POOL_CLIENT_ID",
+    "CORS_ALLOW_ORIGIN",
+    "POWERTOOLS_SERVICE_NAME",
+    "LOG_LEVEL",
+)
+
+
+@dataclass(frozen=True)
+class Synth:
+    stack: Any
+    resources: dict[str, dict[str, Any]]
+    outputs: dict[str, Any]
+    nag_report: Any
+    acknowledgements: dict[str, str]
+    deployment_zips: list[Path]
+    app_module_before: ModuleType | None
+    app_module_after: ModuleType | None
+    leaked_env: dict[str, str]
+
+    def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] in FUNCTION_TYPES}
+
+
+@pytest.fixture(scope="module")
+def stack_module() -> Iterator[ModuleType]:
+    """``cdk/stacks/llm_stream_stack.py``, imported without leaving ``cdk/`` on sys.path
+    (``cdk/app.py`` would otherwise shadow the Chalice ``app`` module for other tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(CDK_DIR))
+        module = importlib.import_module("stacks.llm_stream_stack")
+    yield module
+
+
+@pytest.fixture(scope="module")
+def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+    from cdk_nag import AwsSolutionsChecks
+
+    workdir = tmp_path_factory.mktemp("cdk-synth")
+    app_module_before = sys.modules.get("app")
+    env_before = dict(os.environ)
+    with pytest.MonkeyPatch.context() as mp:
+        # The Chalice construct imports app.py, whose botocore setup needs a Region.
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe for credentials
+        mp.chdir(workdir)  # the construct writes chalice.out/ into the working directory
+        env_during = dict(os.environ)
+        app = cdk.App(outdir=str(workdir / "cdk.out"))
+        stack = stack_module.LlmStreamStack(app, "LlmStream")
+        nag = AwsSolutionsChecks(app, verbose=True)
+        cdk.Validations.of(app).add_plugins(nag)  # as cdk/app.py does
+        template = Template.from_stack(stack).to_json()
+        report = nag.validate_scope(app)
+        leaked = {k: v for k, v in os.environ.items() if env_during.get(k) != v}
+        zips = sorted((workdir / "chalice.out").glob("*/deployment.zip"))
+    assert dict(os.environ) == env_before
+
+    acknowledgements: dict[str, str] = {}
+    for construct in app.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY and entry.data:
+                for rule, reason in dict(entry.data).items():
+                    acknowledgements[re.sub(r"^annotation::", "", rule, flags=re.I)] = reason
+    return Synth(
+        stack=stack,
+        resources=template["Resources"],
+        outputs=template.get("Outputs", {}),
+        nag_report=report,
+        acknowledgements=acknowledgements,
+        deployment_zips=zips,
+        app_module_before=app_module_before,
+        app_module_after=sys.modules.get("app"),
+        leaked_env=leaked,
+    )
+
+
+def _ref(resource_id: str) -> dict[str, str]:
+    return {"Ref": resource_id}
+
+
+def _statements(synth: Synth) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for resource in synth.resources.values():
+        props = resource.get("Properties", {})
+        if resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+            statements += props["PolicyDocument"]["Statement"]
+        elif resource["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                statements += policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _flat(value: Any) -> str:
+    """An ARN expression as one string (intrinsics rendered), for pattern checks."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_flat(p) for p in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    return json.dumps(value, sort_keys=True)
+
+
+# -- DynamoDB -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env_name", "schema"),
+    [("STREAMS_TABLE", STREAMS_TABLE_SCHEMA), ("FRAMES_TABLE", FRAMES_TABLE_SCHEMA)],
+)
+def test_tables_use_the_stream_store_schemas(
+    synth: Synth, env_name: str, schema: dict[str, Any]
+) -> None:
+    tables = synth.of_type("AWS::DynamoDB::Table")
+    assert len(tables) == 2
+    api_env = synth.resources["APIHandler"]["Properties"]["Environment"]["Variables"]
+    table_id = api_env[env_name]["Ref"]
+    props = tables[table_id]["Properties"]
+    assert props["KeySchema"] == schema["KeySchema"]
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(
+        schema["AttributeDefinitions"], key=str
+    )
+    assert props["TimeToLiveSpecification"] == {
+        "AttributeName": schema["TimeToLiveAttribute"],
+        "Enabled": True,
+    }
+    assert schema["TimeToLiveAttribute"] == "expiresAt"
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+# -- Cognito --------------------------------------------------------------------------------
+
+
+def test_user_pool_is_admin_only_with_a_strong_password_policy(synth: Synth) -> None:
+    (pool,) = synth.of_type("AWS::Cognito::UserPool").values()
+    props = pool["Properties"]
+    assert props["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert props["AliasAttributes"] == ["email"]
+    policy = props["Policies"]["PasswordPolicy"]
+    assert policy["MinimumLength"] >= 12
+    assert all(
+        policy[k]
+        for k in ("RequireLowercase", "RequireUppercase", "RequireNumbers", "RequireSymbols")
+    )
+    assert props["UserPoolTier"] == "PLUS"  # threat protection (cdk-nag COG8)
+    assert pool["DeletionPolicy"] == "Delete"
+
+
+def test_app_client_has_password_srp_and_refresh_flows_and_no_secret(synth: Synth) -> None:
+    (client,) = synth.of_type("AWS::Cognito::UserPoolClient").values()
+    props = client["Properties"]
+    assert set(props["ExplicitAuthFlows"]) == {
+        "ALLOW_USER_PASSWORD_AUTH",
+        "ALLOW_USER_SRP_AUTH",
+        "ALLOW_REFRESH_TOKEN_AUTH",
+    }
+    assert props.get("GenerateSecret", False) is False
+    assert props["PreventUserExistenceErrors"] == "ENABLED"
+    units = props["TokenValidityUnits"]
+    assert (props["IdTokenValidity"], units["IdToken"]) == (60, "minutes")
+    assert (props["AccessTokenValidity"], units["AccessToken"]) == (60, "minutes")
+    assert (props["RefreshTokenValidity"], units["RefreshToken"]) == (30 * 24 * 60, "minutes")
+
+
+# -- Lambda functions -----------------------------------------------------------------------
+
+
+def test_chalice_functions_exist_with_the_target_runtime(synth: Synth) -> None:
+    functions = synth.functions()
+    assert {"APIHandler", "JwtAuth"} <= set(functions)
+    for logical_id, function in functions.items():
+        runtime = function["Properties"]["Runtime"]
+        assert runtime == PYTHON_RUNTIME or runtime in NODE_RUNTIMES, logical_id
+
+
+def test_python_functions_get_every_setting_through_the_environment(synth: Synth) -> None:
+    (pool_id,) = synth.of_type("AWS::Cognito::UserPool")
+    (client_id,) = synth.of_type("AWS::Cognito::UserPoolClient")
+    for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert set(EXPECTED_ENV) <= set(env), logical_id
+        assert env["MODEL_ID"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+        assert env["USER_POOL_ID"] == _ref(pool_id)
+        assert env["USER_POOL_CLIENT_ID"] == _ref(client_id)
+        assert env["POWERTOOLS_SERVICE_NAME"] == "llm-stream"
+        assert env["LOG_LEVEL"] == "INFO"
+        assert env["CORS_ALLOW_ORIGIN"] not in {"*", ""}
+        for table_var in ("STREAMS_TABLE", "FRAMES_TABLE"):
+            assert synth.resources[env[table_var]["Ref"]]["Type"] == "AWS::DynamoDB::Table"
+
+
+def test_api_cors_preflight_uses_the_configured_origin(synth: Synth) -> None:
+    """The origin is read when app.py is imported: an app module cached from an earlier
+    import (other tests) must not leak its value into the API definition."""
+    origin = synth.resources["APIHandler"]["Properties"]["Environment"]["Variables"][
+        "CORS_ALLOW_ORIGIN"
+    ]
+    body = json.dumps(synth.resources["RestAPI"]["Properties"]["DefinitionBody"])
+    preflight = set(re.findall(r'Access-Control-Allow-Origin": "([^"]*)"', body))
+    assert preflight == {f"'{origin}'"}
+
+
+def test_every_function_has_log_retention(synth: Synth) -> None:
+    log_groups = synth.of_type("AWS::Logs::LogGroup")
+    for logical_id, function in synth.functions().items():
+        props = function["Properties"]
+        group_ref = props.get("LoggingConfig", {}).get("LogGroup")
+        if group_ref is not None:
+            group = log_groups[group_ref["Ref"]]
+        else:  # or the default log group, created explicitly with retention
+            named = [
+                g
+                for g in log_groups.values()
+                if _flat(g["Properties"].get("LogGroupName")) == f"/aws/lambda/<{logical_id}>"
+            ]
+            assert named, f"{logical_id} has no log group with retention"
+            group = named[0]
+        assert group["Properties"]["RetentionInDays"] > 0, logical_id
+
+
+def test_authorizer_role_has_no_data_or_model_access(synth: Synth) -> None:
+    authorizer_role = synth.resources["JwtAuth"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    handler_role = synth.resources["APIHandler"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert authorizer_role != handler_role
+    for resource in synth.of_type("AWS::IAM::Policy").values():
+        props = resource["Properties"]
+        if _ref(authorizer_role) in props["Roles"]:
+            actions = {
+                a for s in props["PolicyDocument"]["Statement"] for a in _as_list(s["Action"])
+            }
+            assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_deployment_package_binaries_match_the_lambda_runtime(synth: Synth) -> None:
+    """Chalice builds for the synth Python; the stack makes it build for python3.12, so
+    cffi's extension (imported by cryptography for RS256) loads on Lambda."""
+    assert synth.deployment_zips
+    tag = PYTHON_RUNTIME.removeprefix("python").replace(".", "")
+    for path in synth.deployment_zips:
+        names = zipfile.ZipFile(path).namelist()
+        assert "app.py" in names
+        assert any(n.startswith("chalicelib/") for n in names)
+        extensions = [n for n in names if re.search(r"\.cpython-\d+", n)]
+        assert any(n.startswith("_cffi_backend.") for n in extensions)
+        wrong = [n for n in extensions if f".cpython-{tag}-" not in n]
+        assert wrong == []
+
+
+# -- IAM ------------------------------------------------------------------------------------
+
+
+def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
+    bedrock_statements = 0
+    for statement in _statements(synth):
+        actions = _as_list(statement["Action"])
+        resources = [_flat(r) for r in _as_list(statement.get("Resource", []))]
+        assert "*" not in actions
+        assert "*" not in resources, statement
+        bedrock = [a for a in actions if a.lower().startswith("bedrock:")]
+        if not bedrock:
+            continue
+        bedrock_statements += 1
+        assert set(bedrock) <= {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+        for arn in resources:
+            assert arn.endswith(
+                (
+                    ":inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                    ":foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+                )
+            ), arn
+            if ":bedrock:*:" in arn:
+                # Any Region, so only through the configured inference profile.
+                condition = statement["Condition"]["ArnLike"]["bedrock:InferenceProfileArn"]
+                assert _flat(condition).endswith(
+                    ":inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+                )
+    assert bedrock_statements == 2
+
+
+# -- outputs, cdk-nag, hygiene ---------------------------------------------------------------
+
+
+def test_outputs(synth: Synth) -> None:
+    assert {"RestApiUrl", "UserPoolId", "UserPoolClientId", "Region"} <= set(synth.outputs)
+    url = synth.outputs["RestApiUrl"]["Value"]["Fn::Sub"]
+    assert "${RestAPI}" in url and url.endswith("/api/")
+
+
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_errors(synth: Synth) -> None:
+    errors = [
+        (v.rule_name, [r.construct_path for r in v.violating_resources])
+        for v in synth.nag_report.violations
+        if v.severity == "error" and v.rule_name.startswith("AwsSolutions-")
+    ]
+    assert errors == []
+
+
+def test_cdk_nag_has_no_unacknowledged_findings_at_all(synth: Synth) -> None:
+    """cdk-nag 3 runs as a CDK validation plugin: any finding, a warning too, fails
+    ``cdk synth``, so warnings must be fixed or acknowledged as well."""
+    findings = [(v.severity, v.rule_name) for v in synth.nag_report.violations]
+    assert findings == []
+    assert synth.nag_report.success is True
+
+
+def test_cdk_nag_acknowledgements_are_specific_and_explained(synth: Synth) -> None:
+    assert set(synth.acknowledgements) == {
+        "AwsSolutions-COG2",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/"
+        "anthropic.claude-sonnet-4-5-20250929-v1:0]",
+    }
+    for rule, reason in synth.acknowledgements.items():
+        assert rule.startswith("AwsSolutions-"), rule
+        if rule.startswith("AwsSolutions-IAM5"):
+            assert "[" in rule, "IAM5 must name the one finding it acknowledges"
+            assert "Resource::*]" not in rule and "Action::" not in rule
+        assert len(reason) >= 80, rule
+
+
+def test_synth_leaves_process_state_as_it_found_it(synth: Synth) -> None:
+    assert synth.leaked_env == {}
+    assert synth.app_module_after is synth.app_module_before
+
+
+# -- props (no synth) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin", ["*", "https://example.com/", "https://example.com/app", "example.com", ""]
+)
+def test_allowed_origin_must_be_one_origin(stack_module: ModuleType, origin: str) -> None:
+    with pytest.raises(ValueError, match="allowedOrigin"):
+        stack_module.LlmStreamProps(allowed_origin=origin)
+
+
+def test_model_id_rejects_wildcards(stack_module: ModuleType) -> None:
+    with pytest.raises(ValueError, match="modelId"):
+        stack_module.LlmStreamProps(model_id="anthropic.*")
+
+
+@pytest.mark.parametrize(
+    ("model_id", "expected"),
+    [
+        (
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ("us", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        ),
+        (
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ("global", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        ),
+        (
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            (None, "anthropic.claude-3-haiku-20240307-v1:0"),
+        ),
+        ("amazon.nova-pro-v1:0", (None, "amazon.nova-pro-v1:0")),
+    ],
+)
+def test_split_inference_profile(
+    stack_module: ModuleType, model_id: str, expected: tuple[str | None, str]
+) -> None:
+    assert stack_module.split_inference_profile(model_id) == expected
