@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,9 +58,11 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # Block the stop signals before any thread starts (threads inherit the mask)
+    # and wait for them synchronously: no Python signal handler runs while
+    # another thread or the main thread holds a lock it would need.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
     started = time.monotonic()
     cloud = LocalCloud(CloudOptions(port_base=args.port_base, endpoints_file=args.endpoints_file))
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(_banner(endpoints, time.monotonic() - started, args.endpoints_file), flush=True)
         print("READY", flush=True)  # a line tests and scripts can wait for
-        stop.wait()
+        signal.sigwait(stop_signals)
     finally:
         print("Stopping the local cloud...", flush=True)
         cloud.stop()

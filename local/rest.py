@@ -60,6 +60,9 @@ class _Handler(ChaliceRequestHandler):
         use_api_gateway_authorizer(self.local_gateway, self._app_object_for_auth)
         super()._generic_handle()
 
+    # The base class binds these to its own _generic_handle at class creation.
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by the app; the default prints to stderr
 
