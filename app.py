@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from chalice import AuthResponse, Chalice, CORSConfig, Response
 from chalice.app import AuthRequest
 
@@ -18,8 +17,6 @@ from chalicelib.jwt_verify import TokenError, bearer_token
 
 app = Chalice(app_name="llm-stream")
 logger = Logger(service="llm-stream")
-# chalicelib modules log through the standard library; give them the same JSON format.
-copy_config_to_registered_loggers(source_logger=logger)
 
 _cors = CORSConfig(
     allow_origin=services.settings().cors_allow_origin,

@@ -433,7 +433,11 @@ class LlmStreamStack(cdk.Stack):
                 removal_policy=cdk.RemovalPolicy.DESTROY,
             )
             log_group.grant_write(role)
-            function.add_property_override("LoggingConfig", {"LogGroup": log_group.log_group_name})
+            # JSON log format: Lambda renders standard-library log records (chalicelib) as
+            # JSON too, so every line is structured, not only the Powertools Logger's.
+            function.add_property_override(
+                "LoggingConfig", {"LogGroup": log_group.log_group_name, "LogFormat": "JSON"}
+            )
             log_groups[logical_id] = log_group
             roles[logical_id] = role
         # A function must not be created (and invoked) before its role's permissions exist.

@@ -264,6 +264,11 @@ def test_every_function_has_log_retention(synth: Synth) -> None:
         assert group["Properties"]["RetentionInDays"] > 0, logical_id
 
 
+def test_every_function_logs_as_json(synth: Synth) -> None:
+    for logical_id, function in synth.functions().items():
+        assert function["Properties"]["LoggingConfig"]["LogFormat"] == "JSON", logical_id
+
+
 def test_authorizer_role_has_no_data_or_model_access(synth: Synth) -> None:
     authorizer_role = synth.resources["JwtAuth"]["Properties"]["Role"]["Fn::GetAtt"][0]
     handler_role = synth.resources["APIHandler"]["Properties"]["Role"]["Fn::GetAtt"][0]
