@@ -4,33 +4,33 @@ chalicelib, return. See DESIGN.md §2."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger
 from chalice import AuthResponse, Chalice, CORSConfig, Response
-from chalice.app import AuthRequest
+from chalice.app import AuthRequest, WebsocketEvent
 
-from chalicelib import rest_api, services
+from chalicelib import rest_api, services, ws_flow
 from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.gateway_auth import Unauthorized, claims_context
 from chalicelib.jwt_verify import TokenError, bearer_token
 
 app = Chalice(app_name="llm-stream")
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 logger = Logger(service="llm-stream")
+
+# Before any websocket handler is declared: Chalice hands this object to each.
+app.websocket_api = ws_flow.WebsocketManagementAPI(services.settings().websocket_management_url)
+app.websocket_api.session = boto3.session.Session()
 
 _cors = CORSConfig(
     allow_origin=services.settings().cors_allow_origin,
     allow_headers=["Authorization", "Content-Type"],
     max_age=600,
 )
-
-
-class Unauthorized(Exception):
-    """Raised by the authorizer. API Gateway answers 401 only when a Lambda
-    authorizer fails with exactly the message "Unauthorized"."""
-
-    def __init__(self) -> None:
-        super().__init__("Unauthorized")
 
 
 @app.authorizer(ttl_seconds=0)
@@ -40,11 +40,7 @@ def jwt_auth(auth_request: AuthRequest) -> AuthResponse:
     except TokenError as exc:
         logger.info("token rejected", extra={"reason": exc.reason, "entry": "rest"})
         raise Unauthorized() from None
-    return AuthResponse(
-        routes=["*"],
-        principal_id=claims["sub"],
-        context={"sub": claims["sub"], "username": str(claims.get("cognito:username", ""))},
-    )
+    return AuthResponse(routes=["*"], principal_id=claims["sub"], context=claims_context(claims))
 
 
 def _owner() -> str:
@@ -114,3 +110,55 @@ def get_stream(stream_id: str) -> dict[str, Any]:
 @json_errors
 def cancel_stream(stream_id: str) -> dict[str, Any]:
     return rest_api.cancel_stream(services.store(), _owner(), stream_id)
+
+
+# -- WebSocket architecture (chalicelib/ws_flow.py) -----------------------------------------
+
+
+@app.lambda_function(name="ws_authorize")
+def ws_authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """REQUEST authorizer of $connect (wired to the route by the CDK stack)."""
+    return ws_flow.authorize(event, services.verifier())
+
+
+@app.on_ws_connect()
+def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
+    return ws_flow.connect(event.to_dict())
+
+
+def _start_generation(payload: dict[str, Any]) -> None:
+    services.lambda_client().invoke(
+        FunctionName=services.settings().generate_function_name,
+        InvocationType="Event",
+        Payload=json.dumps(payload).encode(),
+    )
+
+
+@app.on_ws_message()
+def ws_message(event: WebsocketEvent) -> dict[str, Any]:
+    deps = ws_flow.MessageDeps(
+        settings=services.settings(),
+        store=services.store(),
+        send=app.websocket_api.send,
+        start_generation=_start_generation,
+    )
+    return ws_flow.handle_message(event.to_dict(), deps)
+
+
+@app.on_ws_disconnect()
+def ws_disconnect(event: WebsocketEvent) -> dict[str, Any]:
+    # Nothing to clean up: a stream outlives its socket and can be resumed.
+    return {"statusCode": 200}
+
+
+@app.lambda_function(name="ws_generate")
+def ws_generate(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """Invoked asynchronously by ws_message; produces one stream."""
+    deps = ws_flow.GenerateDeps(
+        settings=services.settings(),
+        store=services.store(),
+        send=app.websocket_api.send,
+        streamer=services.streamer(),
+        remaining_ms=context.get_remaining_time_in_millis,
+    )
+    return {"status": ws_flow.generate(event, deps, worker_id=context.aws_request_id)}

@@ -112,6 +112,18 @@ class FrameBuilder:
         return {"v": VERSION, "streamId": self.stream_id, "type": "heartbeat"}
 
 
+def rejection(err: StreamError, stream_id: str | None = None) -> dict[str, Any]:
+    """An error frame that refuses a request before (or outside) a stream's transcript.
+
+    It has no seq (it is not part of any transcript and is not stored); it names
+    the stream when the request did.
+    """
+    frame: dict[str, Any] = {"v": VERSION, "type": "error", "error": err.to_dict()}
+    if stream_id:
+        frame["streamId"] = stream_id
+    return frame
+
+
 # -- validation -------------------------------------------------------------------------
 
 _ALLOWED_FIELDS: dict[str, frozenset[str]] = {
@@ -144,19 +156,25 @@ def validate_frame(frame: Any) -> dict[str, Any]:
         raise FrameError("frame must be a JSON object")
     if frame.get("v") != VERSION or isinstance(frame.get("v"), bool):
         raise FrameError(f"v must be {VERSION}")
-    stream_id = frame.get("streamId")
-    if not isinstance(stream_id, str) or not stream_id:
-        raise FrameError("streamId must be a non-empty string")
     type_ = frame.get("type")
     if type_ not in FRAME_TYPES:
         raise FrameError(f"type must be one of {sorted(FRAME_TYPES)}")
+    # A rejection (an error frame without seq) may come before any stream exists.
+    is_rejection = type_ == "error" and "seq" not in frame
+    stream_id = frame.get("streamId")
+    if not (is_rejection and stream_id is None) and (
+        not isinstance(stream_id, str) or not stream_id
+    ):
+        raise FrameError("streamId must be a non-empty string")
     unknown = set(frame) - _ALLOWED_FIELDS[type_]
     if unknown:
         raise FrameError(f"unknown field {sorted(unknown)[0]!r} in a {type_} frame")
     if type_ == "heartbeat":
         return dict(frame)
     seq = frame.get("seq")
-    if not _is_int(seq) or seq < 0:
+    if is_rejection:
+        seq = None
+    elif not _is_int(seq) or seq < 0:
         raise FrameError("seq must be a non-negative integer")
     if type_ == "start":
         if seq != 0:

@@ -152,7 +152,12 @@ class OrderedSender:
             self._send_chunks(self._policy.drain())
             if item is _CLOSE:
                 return True
-            self._emit(item(self._builder))
+            try:
+                frame = item(self._builder)
+            except Exception as exc:  # a bad control frame must not kill the thread
+                self._record(DeliveryFailure({}, exc))
+                continue
+            self._emit(frame)
         if text:
             self._send_chunks(self._policy.add("".join(text), self._now_ms()))
         else:
@@ -172,10 +177,12 @@ class OrderedSender:
             self._deliver(frame)
             self.frames_sent += 1
         except Exception as exc:  # reported to the producer, never kills the thread
-            failure = DeliveryFailure(frame, exc)
-            with self._failures_lock:
-                self._failures.append(failure)
-            if self._on_failure is not None:
-                # A broken callback must not stop delivery.
-                with contextlib.suppress(Exception):
-                    self._on_failure(failure)
+            self._record(DeliveryFailure(frame, exc))
+
+    def _record(self, failure: DeliveryFailure) -> None:
+        with self._failures_lock:
+            self._failures.append(failure)
+        if self._on_failure is not None:
+            # A broken callback must not stop delivery.
+            with contextlib.suppress(Exception):
+                self._on_failure(failure)

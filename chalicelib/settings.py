@@ -87,6 +87,11 @@ class Settings:
 
     cors_allow_origin: str = "*"
 
+    # WebSocket architecture: the @connections endpoint (https://{apiId}.execute-api.
+    # {region}.amazonaws.com/{stage} on AWS) and the generator Lambda's name.
+    websocket_management_url: str = ""
+    generate_function_name: str = "ws_generate"
+
     # Published by GET /config so no client needs hand-copied settings.
     public_rest_url: str = ""
     public_function_url: str = ""
@@ -160,6 +165,8 @@ class Settings:
             model_retry_base_ms=_int(env, "MODEL_RETRY_BASE_MS", d.model_retry_base_ms, 0, 60_000),
             model_retry_max_ms=_int(env, "MODEL_RETRY_MAX_MS", d.model_retry_max_ms, 0, 600_000),
             cors_allow_origin=_str(env, "CORS_ALLOW_ORIGIN", d.cors_allow_origin),
+            websocket_management_url=_str(env, "WEBSOCKET_MANAGEMENT_URL", ""),
+            generate_function_name=_str(env, "GENERATE_FUNCTION_NAME", d.generate_function_name),
             public_rest_url=_str(env, "PUBLIC_REST_URL", ""),
             public_function_url=_str(env, "PUBLIC_FUNCTION_URL", ""),
             public_websocket_url=_str(env, "PUBLIC_WEBSOCKET_URL", ""),

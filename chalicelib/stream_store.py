@@ -77,6 +77,8 @@ class StreamRecord:
     model: str | None = None
     last_seq: int | None = None
     error_code: str | None = None
+    # Highest seq whose delivery has started (stored, then sent to connection_id).
+    delivered_seq: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +114,7 @@ def _record(item: dict[str, Any]) -> StreamRecord:
         return float(item[name]["N"]) if name in item else None
 
     last_seq = n("lastSeq")
+    delivered_seq = n("deliveredSeq")
     return StreamRecord(
         stream_id=item["streamId"]["S"],
         owner=item["owner"]["S"],
@@ -126,6 +129,7 @@ def _record(item: dict[str, Any]) -> StreamRecord:
         model=s("model"),
         last_seq=None if last_seq is None else int(last_seq),
         error_code=s("errorCode"),
+        delivered_seq=None if delivered_seq is None else int(delivered_seq),
     )
 
 
@@ -361,20 +365,28 @@ class StreamStore:
             raise
         return True
 
-    def set_connection(self, stream_id: str, owner: str, connection_id: str) -> None:
-        """Point a stream at a new connection (resume from another socket)."""
+    def attach(self, stream_id: str, owner: str, connection_id: str) -> StreamRecord:
+        """Point the owner's stream at a new connection (resume from another socket).
+
+        Returns the record as of the switch. Frames with seq up to its
+        ``delivered_seq`` went (or were going) to the previous connection and are
+        the caller's to replay; later frames go to ``connection_id``, because the
+        producer reads the connection in the same write that advances
+        ``deliveredSeq`` (see ``mark_delivered``). So nothing is lost or sent twice.
+        """
         try:
-            self.client.update_item(
+            resp = self.client.update_item(
                 TableName=self._streams,
                 Key=_stream_key(stream_id),
-                UpdateExpression="SET connectionId = :c, updatedAt = :now",
-                ConditionExpression="#owner = :owner",
+                UpdateExpression="SET connectionId = :c",
+                ConditionExpression="#owner = :owner AND expiresAt > :now",
                 ExpressionAttributeNames={"#owner": "owner"},
                 ExpressionAttributeValues={
                     ":c": {"S": connection_id},
-                    ":now": {"N": repr(self._clock())},
                     ":owner": {"S": owner},
+                    ":now": {"N": str(int(self._clock()))},
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
@@ -382,6 +394,20 @@ class StreamStore:
                     ErrorCode.NOT_FOUND, f"Stream {stream_id} was not found."
                 ) from None
             raise
+        return _record(resp["Attributes"])
+
+    def mark_delivered(self, stream_id: str, seq: int) -> str | None:
+        """Record that frame ``seq`` (already stored) is being delivered; returns the
+        connection to deliver it to, read atomically with the update."""
+        resp = self.client.update_item(
+            TableName=self._streams,
+            Key=_stream_key(stream_id),
+            UpdateExpression="SET deliveredSeq = :seq",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":seq": {"N": str(seq)}},
+            ReturnValues="ALL_NEW",
+        )
+        return resp["Attributes"].get("connectionId", {}).get("S")
 
     def append_frames(self, stream_id: str, frames: Sequence[dict[str, Any]]) -> None:
         """Store transcript frames (those with a seq); one BatchWriteItem per 25."""

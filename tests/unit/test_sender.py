@@ -170,3 +170,17 @@ def test_sending_after_close_is_an_error():
     sender.close(WAIT)
     with pytest.raises(RuntimeError):
         sender.send_text("late")
+
+
+def test_a_failing_control_frame_is_reported_and_does_not_stop_the_sender():
+    rec = Recorder()
+    sender = make(rec, interval_ms=0)
+
+    def broken(builder):
+        raise ValueError("bad frame")
+
+    sender.send_frame(broken)
+    sender.send_text("still delivered")
+    assert sender.close(WAIT)
+    assert [f["text"] for f in rec.frames] == ["still delivered"]
+    assert isinstance(sender.failure.error, ValueError)

@@ -208,14 +208,23 @@ def test_expired_streams_read_as_missing(store, clock):
     assert store.get(s) is None
 
 
-def test_set_connection_moves_the_stream_to_a_new_connection_for_its_owner_only(store):
+def test_attach_moves_the_stream_to_a_new_connection_for_its_owner_only(store):
     s = sid()
     store.create(s, "alice", "websocket", connection_id="old")
-    store.set_connection(s, "alice", "new")
-    assert store.get(s).connection_id == "new"
+    assert store.attach(s, "alice", "new").connection_id == "new"
     with pytest.raises(StreamError):
-        store.set_connection(s, "mallory", "evil")
+        store.attach(s, "mallory", "evil")
     assert store.get(s).connection_id == "new"
+
+
+def test_delivery_reads_the_connection_current_at_that_moment(store):
+    s = sid()
+    store.create(s, "alice", "websocket", connection_id="old")
+    store.append_frames(s, [FrameBuilder(s).start("m")])
+    assert store.mark_delivered(s, 0) == "old"
+    attached = store.attach(s, "alice", "new")
+    assert attached.delivered_seq == 0  # the caller replays seq <= 0
+    assert store.mark_delivered(s, 1) == "new"  # later frames go to the new socket
 
 
 def test_cancel_watch_reads_the_store_at_most_once_per_interval(store):

@@ -1,0 +1,371 @@
+"""The WebSocket architecture (DESIGN §1, #2): API Gateway WebSocket → Chalice.
+
+* ``authorize``: the ``$connect`` REQUEST authorizer. The client offers the
+  subprotocols ``["llm-stream.v1", "auth.<idToken>"]``, so the token never
+  appears in a URL.
+* ``connect``: selects ``llm-stream.v1``.
+* ``handle_message``: ``stream`` / ``cancel`` / ``resume``. A ``stream`` is
+  recorded and handed to the generator Lambda by an asynchronous invoke, so the
+  handler returns at once and API Gateway's 29 s integration timeout never
+  applies to a generation.
+* ``generate``: the generator Lambda. Reads Bedrock, coalesces through the
+  ordered sender, stores every frame and posts it to the stream's current
+  connection. The stream outlives its socket: a gone connection only stops the
+  posting; ``resume`` from a new socket replays what was missed and re-attaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+from chalice import WebsocketDisconnectedError
+from chalice.app import WebsocketAPI
+
+from chalicelib import stream_store
+from chalicelib.bedrock import BedrockStreamer, MetadataEvent, StopEvent, TextEvent
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.flush import FlushPolicy
+from chalicelib.frames import (
+    WEBSOCKET_FRAME_LIMIT,
+    FrameBuilder,
+    encode,
+    max_text_chars,
+    parse_start_request,
+    parse_stream_id,
+    rejection,
+)
+from chalicelib.gateway_auth import Unauthorized, claims_context, policy
+from chalicelib.jwt_verify import JwtVerifier, TokenError
+from chalicelib.sender import OrderedSender
+from chalicelib.settings import Settings
+from chalicelib.stream_store import CancelWatch, StreamStore
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "llm-stream.v1"
+AUTH_PREFIX = "auth."
+TRANSPORT = "websocket"
+ACTIONS = ("stream", "cancel", "resume")
+_REPLAY_PAGE = 500
+_MAX_SEQ = 10**9
+# Posts refused with LimitExceededException are retried this many times (ordered,
+# since the sender waits), then the frame is left to the store for repair.
+_LIMIT_RETRIES = 4
+# Stop generating this long before Lambda's own timeout, so the stream still ends
+# with a terminal frame and the store is left consistent.
+_DEADLINE_MARGIN_S = 10.0
+
+Send = Callable[[str, str], None]  # (connection id, text); raises WebsocketDisconnectedError
+
+
+class WebsocketManagementAPI(WebsocketAPI):
+    """Chalice's ``WebsocketAPI`` with the ``@connections`` endpoint from settings.
+
+    Chalice derives the endpoint from the API id (``https://{apiId}.execute-api...``),
+    which cannot name a custom domain or a local endpoint, and a Lambda that is not a
+    websocket handler (the generator) gets no event to derive it from. Chalice's
+    ``configure`` is first-one-wins, so setting it up front makes it authoritative.
+    """
+
+    def __init__(self, endpoint_url: str = "") -> None:
+        super().__init__()
+        if endpoint_url:
+            self._endpoint = endpoint_url.rstrip("/")
+
+
+# -- auth and connect ---------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def offered_protocols(headers: Mapping[str, str] | None) -> list[str]:
+    raw = _header(headers, "Sec-WebSocket-Protocol") or ""
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def authorize(event: Mapping[str, Any], verifier: JwtVerifier) -> dict[str, Any]:
+    """The ``$connect`` REQUEST authorizer: 401 without a valid ID token."""
+    protocols = offered_protocols(event.get("headers"))
+    token = next((p[len(AUTH_PREFIX) :] for p in protocols if p.startswith(AUTH_PREFIX)), None)
+    try:
+        claims = verifier.verify(token)
+    except TokenError as exc:
+        log.info("token rejected", extra={"reason": exc.reason, "entry": "websocket"})
+        raise Unauthorized() from None
+    return policy(claims["sub"], "Allow", event["methodArn"], claims_context(claims))
+
+
+def connect(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept a connection the authorizer let through, selecting our subprotocol."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    if not authorizer.get("sub"):
+        return {"statusCode": 401}  # no authorizer ran: never accept anonymously
+    if PROTOCOL not in offered_protocols(event.get("headers")):
+        return {"statusCode": 400}
+    return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": PROTOCOL}}
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+@dataclass
+class MessageDeps:
+    settings: Settings
+    store: StreamStore
+    send: Send
+    start_generation: Callable[[dict[str, Any]], None]
+
+
+def _bad(message: str) -> StreamError:
+    return StreamError(ErrorCode.BAD_REQUEST, message)
+
+
+def _send_quietly(send: Send, connection_id: str, frame: dict[str, Any]) -> None:
+    with contextlib.suppress(WebsocketDisconnectedError):
+        send(connection_id, encode(frame, WEBSOCKET_FRAME_LIMIT))
+
+
+def handle_message(event: Mapping[str, Any], deps: MessageDeps) -> dict[str, Any]:
+    """One client message. Problems become error frames; the connection stays usable."""
+    ctx = event.get("requestContext") or {}
+    connection_id = ctx["connectionId"]
+    owner = (ctx.get("authorizer") or {}).get("sub")
+    stream_id: str | None = None
+    try:
+        if not owner:
+            raise StreamError(ErrorCode.UNAUTHORIZED, "This connection is not authenticated.")
+        try:
+            body = json.loads(event.get("body") or "")
+        except (TypeError, ValueError):
+            raise _bad("the message must be JSON") from None
+        if not isinstance(body, dict):
+            raise _bad("the message must be a JSON object")
+        action = body.get("action")
+        if isinstance(body.get("streamId"), str):
+            stream_id = body["streamId"]
+        if action == "stream":
+            _start(body, owner, connection_id, deps)
+        elif action == "cancel":
+            _check_fields(body, {"action", "streamId"})
+            deps.store.request_cancel(parse_stream_id(body.get("streamId")), owner)
+        elif action == "resume":
+            _check_fields(body, {"action", "streamId", "afterSeq"})
+            resume(deps, owner, connection_id, body.get("streamId"), body.get("afterSeq", -1))
+        elif action is None:
+            raise _bad(f"'action' is required: one of {', '.join(ACTIONS)}")
+        else:
+            raise _bad(f"unknown action {str(action)[:40]!r}; expected one of {', '.join(ACTIONS)}")
+    except StreamError as err:
+        _send_quietly(deps.send, connection_id, rejection(err, stream_id))
+    except WebsocketDisconnectedError:
+        pass  # the client left while we answered; a later resume replays from the store
+    return {"statusCode": 200}
+
+
+def _check_fields(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise _bad(f"unknown field {sorted(unknown)[0]!r}")
+
+
+def _start(body: dict[str, Any], owner: str, connection_id: str, deps: MessageDeps) -> None:
+    fields = {k: v for k, v in body.items() if k != "action"}
+    req = parse_start_request(fields, deps.settings.limits)
+    record, created = deps.store.create(
+        req.stream_id, owner, TRANSPORT, connection_id=connection_id, model=deps.settings.model_id
+    )
+    if not created:
+        # The same owner retrying a start: attach this socket and replay, no new generation.
+        resume(deps, owner, connection_id, record.stream_id, -1)
+        return
+    try:
+        deps.start_generation({"streamId": req.stream_id, "owner": owner, "request": req.to_dict()})
+    except Exception:
+        log.exception("could not start the generator", extra={"streamId": req.stream_id})
+        deps.store.finish(
+            req.stream_id, owner, stream_store.ERROR, last_seq=-1, error_code="INTERNAL"
+        )
+        raise StreamError(ErrorCode.INTERNAL, "The stream could not be started.") from None
+
+
+def _after_seq(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= _MAX_SEQ:
+        raise _bad(f"afterSeq must be an integer from -1 to {_MAX_SEQ}")
+    return value
+
+
+def resume(
+    deps: MessageDeps, owner: str, connection_id: str, raw_stream_id: Any, after_seq: Any
+) -> None:
+    """Attach the owner's stream to this connection and replay the frames it missed."""
+    stream_id = parse_stream_id(raw_stream_id)
+    after = _after_seq(after_seq)
+    record = deps.store.attach(stream_id, owner, connection_id)
+    # Frames up to delivered_seq were addressed to the old connection; later ones
+    # come here from the producer. Replaying exactly the former loses and repeats nothing.
+    last = -1 if record.delivered_seq is None else record.delivered_seq
+    cursor = after
+    while cursor < last:
+        frames = deps.store.frames_after(stream_id, cursor, limit=_REPLAY_PAGE)
+        if not frames:
+            break
+        for frame in frames:
+            if frame["seq"] > last:
+                return
+            deps.send(connection_id, encode(frame, WEBSOCKET_FRAME_LIMIT))
+            cursor = frame["seq"]
+
+
+# -- the generator --------------------------------------------------------------------------
+
+
+class WebsocketDelivery:
+    """Stores each frame, then posts it to the stream's current connection.
+
+    The connection is read in the same write that records the frame as delivered
+    (``StreamStore.mark_delivered``), which is what lets ``resume`` re-attach a
+    stream without losing or repeating a frame.
+    """
+
+    def __init__(
+        self,
+        store: StreamStore,
+        send: Send,
+        stream_id: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._send = send
+        self._stream_id = stream_id
+        self._sleep = sleep
+        self.connection_id: str | None = None
+        self.gone: set[str] = set()
+        self.posts = 0
+
+    def __call__(self, frame: dict[str, Any]) -> None:
+        if "seq" in frame:  # transcript frames are stored; heartbeats only sent
+            self._store.append_frames(self._stream_id, [frame])
+            self.connection_id = self._store.mark_delivered(self._stream_id, frame["seq"])
+        conn = self.connection_id
+        if not conn or conn in self.gone:
+            return
+        data = encode(frame, WEBSOCKET_FRAME_LIMIT)
+        for attempt in range(_LIMIT_RETRIES + 1):
+            try:
+                self._send(conn, data)
+                self.posts += 1
+                return
+            except WebsocketDisconnectedError:
+                # The client went away; the generation goes on into the store.
+                self.gone.add(conn)
+                log.info("connection gone", extra={"streamId": self._stream_id})
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code != "LimitExceededException" or attempt == _LIMIT_RETRIES:
+                    raise
+                self._sleep(0.05 * 2**attempt)
+
+
+@dataclass
+class GenerateDeps:
+    settings: Settings
+    store: StreamStore
+    send: Send
+    streamer: BedrockStreamer
+    remaining_ms: Callable[[], int] = lambda: 15 * 60 * 1000
+
+
+def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> str:
+    """Produce one stream; returns its final status. Safe to run twice for one stream."""
+    settings = deps.settings
+    stream_id = parse_stream_id(payload.get("streamId"))
+    owner = str(payload.get("owner"))
+    if not deps.store.claim(stream_id, worker_id):
+        # A retried async invoke for a stream already produced (or being produced).
+        log.info("stream already claimed", extra={"streamId": stream_id})
+        return "skipped"
+    builder = FrameBuilder(stream_id)
+    delivery = WebsocketDelivery(deps.store, deps.send, stream_id)
+    chars = min(settings.flush_max_chars, max_text_chars(WEBSOCKET_FRAME_LIMIT))
+    sender = OrderedSender(
+        builder,
+        delivery,
+        FlushPolicy(settings.flush_interval_ms, chars),
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        name=f"ws-sender-{stream_id[:8]}",
+    )
+    sender.start()
+    status, error_code = _produce(payload, deps, sender, stream_id)
+    drained = sender.close(timeout=30)
+    if not drained:
+        log.error("sender did not drain", extra={"streamId": stream_id})
+    deps.store.finish(stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code)
+    log.info(
+        "stream finished",
+        extra={
+            "streamId": stream_id,
+            "status": status,
+            "frames": builder.last_seq + 1,
+            "posts": delivery.posts,
+            "gone": bool(delivery.gone),
+        },
+    )
+    return status
+
+
+def _produce(
+    payload: Mapping[str, Any], deps: GenerateDeps, sender: OrderedSender, stream_id: str
+) -> tuple[str, str | None]:
+    """Run the model into the sender; returns (status, error code)."""
+    settings = deps.settings
+    sender.send_frame(lambda b: b.start(settings.model_id))
+    # Checked at twice the flush rate so a cancel lands within one flush interval.
+    poll_s = settings.flush_interval_ms / 2000.0
+    watch = CancelWatch(deps.store, stream_id, poll_s)
+    deadline = time.monotonic() + max(0.0, deps.remaining_ms() / 1000.0 - _DEADLINE_MARGIN_S)
+    stop_reason = "end_turn"
+    usage: dict[str, int] | None = None
+    metrics: dict[str, int] | None = None
+    try:
+        req = parse_start_request(payload.get("request"), settings.limits)
+        with deps.streamer.open(req) as stream:
+            while True:
+                if watch.cancelled():
+                    stop_reason = "cancelled"
+                    break  # leaving the with-block closes the model stream
+                if time.monotonic() > deadline:
+                    raise StreamError(ErrorCode.MODEL_TIMEOUT, "The answer took too long.")
+                try:
+                    event = stream.next_event(poll_s)
+                except StopIteration:
+                    break
+                if isinstance(event, TextEvent):
+                    sender.send_text(event.text)
+                elif isinstance(event, StopEvent):
+                    stop_reason = event.stop_reason
+                elif isinstance(event, MetadataEvent):
+                    usage, metrics = event.usage, event.metrics
+    except StreamError as err:
+        sender.send_frame(lambda b, e=err: b.error(e))
+        return stream_store.ERROR, err.code.value
+    except Exception:
+        log.exception("generation failed", extra={"streamId": stream_id})
+        err = StreamError(ErrorCode.INTERNAL, "The stream failed.")
+        sender.send_frame(lambda b, e=err: b.error(e))
+        return stream_store.ERROR, err.code.value
+    sender.send_frame(lambda b: b.done(stop_reason, usage, metrics))
+    status = stream_store.CANCELLED if stop_reason == "cancelled" else stream_store.DONE
+    return status, None

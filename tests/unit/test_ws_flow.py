@@ -1,0 +1,414 @@
+"""The WebSocket flow with a real (in-process moto) store, fake sockets and a fake model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from chalice import WebsocketDisconnectedError
+from moto import mock_aws
+
+from chalicelib import ws_flow
+from chalicelib.bedrock import MetadataEvent, StopEvent, TextEvent
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.frames import FrameBuilder, validate_frame
+from chalicelib.gateway_auth import Unauthorized
+from chalicelib.jwt_verify import JwksCache, JwtVerifier
+from chalicelib.settings import Settings
+from chalicelib.stream_store import StreamStore
+from local.provision import create_tables
+from tests.support.tokens import CLIENT_ID, ISSUER, SigningKey, id_claims, sign
+
+KEY = SigningKey()
+METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:api1/api/$connect"
+
+
+class Sockets:
+    """Fake @connections: records posts per connection; closed ones raise Gone."""
+
+    def __init__(self) -> None:
+        self.posts: dict[str, list[dict]] = {}
+        self.closed: set[str] = set()
+        self.limit_exceeded = 0
+
+    def send(self, connection_id: str, data: str) -> None:
+        if connection_id in self.closed:
+            raise WebsocketDisconnectedError(connection_id)
+        if self.limit_exceeded:
+            self.limit_exceeded -= 1
+            raise ClientError({"Error": {"Code": "LimitExceededException"}}, "PostToConnection")
+        self.posts.setdefault(connection_id, []).append(json.loads(data))
+
+
+class FakeModelStream:
+    """Yields scripted events; ``hooks[i]`` runs before event i is returned."""
+
+    def __init__(self, events: list[Any], hooks: dict[int, Callable[[], None]]) -> None:
+        self._events = list(events)
+        self._hooks = hooks
+        self._i = 0
+        self.closed = False
+
+    def next_event(self, timeout: float) -> Any:
+        if self.closed or self._i >= len(self._events):
+            raise StopIteration
+        if self._i in self._hooks:
+            self._hooks[self._i]()
+        event = self._events[self._i]
+        self._i += 1
+        if isinstance(event, StreamError):
+            raise event
+        return event
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> FakeModelStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FakeStreamer:
+    def __init__(self, events: list[Any], hooks: dict[int, Callable[[], None]] | None = None):
+        self.stream = FakeModelStream(events, hooks or {})
+        self.requests: list[Any] = []
+
+    def open(self, req: Any) -> FakeModelStream:
+        self.requests.append(req)
+        return self.stream
+
+
+def answer(*texts: str) -> list[Any]:
+    return [
+        *(TextEvent(t) for t in texts),
+        StopEvent("end_turn"),
+        MetadataEvent({"inputTokens": 3, "outputTokens": len(texts)}, {"modelLatencyMs": 5}),
+    ]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(flush_interval_ms=1, model_id="test-model")
+
+
+@pytest.fixture
+def store(settings, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        create_tables(ddb, settings)
+        yield StreamStore(settings, client_factory=lambda: ddb)
+
+
+@pytest.fixture
+def sockets() -> Sockets:
+    return Sockets()
+
+
+class Started(list):
+    def __call__(self, payload: dict) -> None:
+        self.append(payload)
+
+
+@pytest.fixture
+def started() -> Started:
+    return Started()
+
+
+@pytest.fixture
+def deps(settings, store, sockets, started) -> ws_flow.MessageDeps:
+    return ws_flow.MessageDeps(settings, store, sockets.send, started)
+
+
+def message(body: Any, conn: str = "c1", sub: str | None = "alice") -> dict:
+    ctx: dict[str, Any] = {"connectionId": conn, "routeKey": "$default"}
+    if sub:
+        ctx["authorizer"] = {"sub": sub, "principalId": sub}
+    raw = body if isinstance(body, str) else json.dumps(body)
+    return {"requestContext": ctx, "body": raw}
+
+
+def only_error(sockets: Sockets, conn: str = "c1") -> dict:
+    (frame,) = sockets.posts[conn]
+    validate_frame(frame)
+    assert frame["type"] == "error" and "seq" not in frame
+    return frame["error"]
+
+
+# -- authorizer and connect -----------------------------------------------------------------
+
+
+@pytest.fixture
+def verifier() -> JwtVerifier:
+    jwks = JwksCache("http://jwks.invalid", fetch=lambda url, t: {"keys": [KEY.jwk()]})
+    return JwtVerifier(issuer=ISSUER, client_id=CLIENT_ID, jwks=jwks)
+
+
+def connect_event(protocols: str | None) -> dict:
+    headers = {"Host": "x"} if protocols is None else {"Sec-WebSocket-Protocol": protocols}
+    return {"type": "REQUEST", "methodArn": METHOD_ARN, "headers": headers}
+
+
+def test_authorizer_allows_a_valid_id_token_offered_as_a_subprotocol(verifier):
+    token = sign(id_claims("alice"), KEY)
+    result = ws_flow.authorize(connect_event(f"llm-stream.v1, auth.{token}"), verifier)
+    assert result["principalId"] == "alice"
+    assert result["context"]["sub"] == "alice"
+    (statement,) = result["policyDocument"]["Statement"]
+    assert statement == {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": METHOD_ARN}
+
+
+@pytest.mark.parametrize(
+    "protocols",
+    [None, "llm-stream.v1", "llm-stream.v1, auth.garbage", "llm-stream.v1, auth."],
+    ids=["no header", "no token", "garbage", "empty token"],
+)
+def test_authorizer_refuses_with_unauthorized(verifier, protocols):
+    with pytest.raises(Unauthorized) as exc:
+        ws_flow.authorize(connect_event(protocols), verifier)
+    assert str(exc.value) == "Unauthorized"
+
+
+def test_authorizer_refuses_an_expired_token_and_never_logs_it(verifier, caplog):
+    token = sign(id_claims("alice", exp=1), KEY)
+    with caplog.at_level(logging.DEBUG), pytest.raises(Unauthorized):
+        ws_flow.authorize(connect_event(f"llm-stream.v1, auth.{token}"), verifier)
+    assert "token expired" in caplog.text or any(
+        getattr(r, "reason", None) == "token expired" for r in caplog.records
+    )
+    assert token not in caplog.text
+
+
+def test_connect_selects_the_protocol_for_an_authorized_connection():
+    event = {
+        "headers": {"sec-websocket-protocol": "llm-stream.v1, auth.x"},
+        "requestContext": {"authorizer": {"sub": "alice"}},
+    }
+    assert ws_flow.connect(event) == {
+        "statusCode": 200,
+        "headers": {"Sec-WebSocket-Protocol": "llm-stream.v1"},
+    }
+
+
+def test_connect_without_an_authorizer_context_is_refused():
+    event = {"headers": {"Sec-WebSocket-Protocol": "llm-stream.v1"}, "requestContext": {}}
+    assert ws_flow.connect(event)["statusCode"] == 401
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("not json", "must be JSON"),
+        ("[1]", "JSON object"),
+        ({"action": "dance"}, "unknown action 'dance'"),
+        ({"prompt": "hi"}, "'action' is required"),
+        ({"action": "stream", "prompt": "hi", "maxTokens": 0}, "maxTokens"),
+        ({"action": "stream", "prompt": "hi", "topK": 3}, "unknown field 'topK'"),
+        ({"action": "stream"}, "exactly one of 'prompt' or 'messages'"),
+        ({"action": "cancel", "streamId": "nope"}, "streamId must be a UUID"),
+        ({"action": "resume", "streamId": str(uuid.uuid4()), "afterSeq": "x"}, "afterSeq"),
+    ],
+)
+def test_bad_messages_get_a_bad_request_frame_naming_the_problem(deps, sockets, body, needle):
+    assert ws_flow.handle_message(message(body), deps) == {"statusCode": 200}
+    err = only_error(sockets)
+    assert err["code"] == "BAD_REQUEST" and needle in err["message"]
+
+
+def test_a_stream_is_recorded_and_handed_to_the_generator(deps, store, started):
+    sid = str(uuid.uuid4())
+    ws_flow.handle_message(message({"action": "stream", "prompt": "hi", "streamId": sid}), deps)
+    (payload,) = started
+    assert payload["streamId"] == sid and payload["owner"] == "alice"
+    assert payload["request"]["prompt"] == "hi"
+    rec = store.get(sid)
+    assert (rec.owner, rec.transport, rec.connection_id) == ("alice", "websocket", "c1")
+
+
+def test_a_fourth_running_stream_is_refused(deps, sockets, started):
+    for _ in range(3):
+        ws_flow.handle_message(message({"action": "stream", "prompt": "hi"}), deps)
+    ws_flow.handle_message(message({"action": "stream", "prompt": "hi"}), deps)
+    assert len(started) == 3
+    assert only_error(sockets)["code"] == "TOO_MANY_STREAMS"
+
+
+def test_another_users_stream_id_is_refused(deps, store, sockets, started):
+    sid = str(uuid.uuid4())
+    store.create(sid, "bob", "websocket")
+    ws_flow.handle_message(message({"action": "stream", "prompt": "x", "streamId": sid}), deps)
+    assert started == []
+    assert only_error(sockets)["code"] == "FORBIDDEN"
+
+
+def test_retrying_a_start_replays_instead_of_generating_twice(deps, store, sockets, started):
+    sid = str(uuid.uuid4())
+    body = {"action": "stream", "prompt": "x", "streamId": sid}
+    ws_flow.handle_message(message(body), deps)
+    b = FrameBuilder(sid)
+    store.append_frames(sid, [b.start("m"), b.delta("a")])
+    store.mark_delivered(sid, 1)
+    ws_flow.handle_message(message(body, conn="c2"), deps)
+    assert len(started) == 1
+    assert [f["seq"] for f in sockets.posts["c2"]] == [0, 1]
+
+
+def test_a_generator_that_cannot_start_frees_the_slot(deps, store, sockets):
+    def broken(payload: dict) -> None:
+        raise RuntimeError("lambda unavailable")
+
+    deps.start_generation = broken
+    ws_flow.handle_message(message({"action": "stream", "prompt": "x"}), deps)
+    assert only_error(sockets)["code"] == "INTERNAL"
+    assert store.running_count("alice") == 0
+
+
+def test_cancel_sets_the_flag_of_the_owners_stream_only(deps, store, sockets):
+    sid = str(uuid.uuid4())
+    store.create(sid, "alice", "websocket")
+    ws_flow.handle_message(message({"action": "cancel", "streamId": sid}, sub="mallory"), deps)
+    assert only_error(sockets)["code"] == "NOT_FOUND"
+    assert not store.is_cancel_requested(sid)
+    ws_flow.handle_message(message({"action": "cancel", "streamId": sid}), deps)
+    assert store.is_cancel_requested(sid)
+
+
+def test_resume_replays_exactly_the_missed_delivered_frames_and_reattaches(deps, store, sockets):
+    sid = str(uuid.uuid4())
+    store.create(sid, "alice", "websocket", connection_id="old")
+    b = FrameBuilder(sid)
+    frames = [b.start("m"), b.delta("a"), b.delta("b"), b.delta("c")]
+    store.append_frames(sid, frames)
+    store.mark_delivered(sid, 2)  # seq 3 is stored but its delivery has not started
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": 0}, "c2"), deps
+    )
+    assert [f["seq"] for f in sockets.posts["c2"]] == [1, 2]
+    assert store.mark_delivered(sid, 3) == "c2"
+
+
+def test_resume_of_another_users_stream_is_not_found(deps, store, sockets):
+    sid = str(uuid.uuid4())
+    store.create(sid, "bob", "websocket", connection_id="old")
+    ws_flow.handle_message(message({"action": "resume", "streamId": sid}), deps)
+    assert only_error(sockets)["code"] == "NOT_FOUND"
+    assert store.get(sid).connection_id == "old"
+
+
+def test_a_message_on_an_unauthenticated_connection_is_refused(deps, sockets):
+    ws_flow.handle_message(message({"action": "stream", "prompt": "x"}, sub=None), deps)
+    assert only_error(sockets)["code"] == "UNAUTHORIZED"
+
+
+def test_a_client_gone_before_the_answer_is_not_an_error(deps, sockets):
+    sockets.closed.add("c1")
+    assert ws_flow.handle_message(message("oops"), deps) == {"statusCode": 200}
+
+
+# -- the generator ---------------------------------------------------------------------------
+
+
+def start_stream(store: StreamStore, conn: str = "c1") -> str:
+    sid = str(uuid.uuid4())
+    store.create(sid, "alice", "websocket", connection_id=conn)
+    return sid
+
+
+def run(settings, store, sockets, streamer, sid) -> str:
+    deps = ws_flow.GenerateDeps(settings, store, sockets.send, streamer)
+    payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
+    return ws_flow.generate(payload, deps, worker_id="w1")
+
+
+def transcript(frames: list[dict]) -> list[dict]:
+    return [f for f in frames if f["type"] != "heartbeat"]
+
+
+def test_generation_posts_and_stores_every_frame_in_order(settings, store, sockets):
+    sid = start_stream(store)
+    assert run(settings, store, sockets, FakeStreamer(answer("Hello", " world")), sid) == "done"
+    posted = transcript(sockets.posts["c1"])
+    assert [f["seq"] for f in posted] == list(range(len(posted)))
+    assert posted[0] == {"v": 1, "streamId": sid, "seq": 0, "type": "start", "model": "test-model"}
+    assert "".join(f["text"] for f in posted if f["type"] == "delta") == "Hello world"
+    assert posted[-1]["type"] == "done" and posted[-1]["usage"]["outputTokens"] == 2
+    assert store.frames_after(sid, -1) == posted
+    assert store.get(sid).status == "done" and store.running_count("alice") == 0
+
+
+def test_generation_goes_on_into_the_store_when_the_socket_is_gone(settings, store, sockets):
+    sid = start_stream(store)
+    streamer = FakeStreamer(answer("a", "b", "c"), hooks={1: lambda: sockets.closed.add("c1")})
+    assert run(settings, store, sockets, streamer, sid) == "done"
+    stored = store.frames_after(sid, -1)
+    assert stored[-1]["type"] == "done"
+    assert "".join(f.get("text", "") for f in stored) == "abc"
+    assert len(transcript(sockets.posts.get("c1", []))) < len(stored)
+
+
+def test_frames_follow_a_resumed_stream_to_its_new_connection(settings, store, sockets, deps):
+    sid = start_stream(store, conn="old")
+
+    def reconnect() -> None:
+        sockets.closed.add("old")
+        ws_flow.handle_message(message({"action": "resume", "streamId": sid}, "new"), deps)
+
+    streamer = FakeStreamer(answer("a", "b", "c", "d"), hooks={2: reconnect})
+    run(settings, store, sockets, streamer, sid)
+    got = sorted(
+        transcript(sockets.posts.get("old", []) + sockets.posts["new"]), key=lambda f: f["seq"]
+    )
+    assert [f["seq"] for f in got] == list(range(len(got)))  # no gap, no duplicate
+    assert got == store.frames_after(sid, -1)
+
+
+def test_cancel_ends_the_stream_as_cancelled_and_closes_the_model(settings, store, sockets):
+    sid = start_stream(store)
+    streamer = FakeStreamer(
+        answer("a", "b", "c", "d"), hooks={2: lambda: store.request_cancel(sid, "alice")}
+    )
+    settings = settings.with_overrides(flush_interval_ms=0)  # check the flag every event
+    assert run(settings, store, sockets, streamer, sid) == "cancelled"
+    assert streamer.stream.closed
+    last = store.frames_after(sid, -1)[-1]
+    assert last["type"] == "done" and last["stopReason"] == "cancelled"
+    assert store.get(sid).status == "cancelled"
+
+
+def test_a_model_error_ends_the_stream_with_an_error_frame(settings, store, sockets):
+    sid = start_stream(store)
+    failure = StreamError(ErrorCode.MODEL_ERROR, "The model failed while answering.")
+    assert run(settings, store, sockets, FakeStreamer([TextEvent("a"), failure]), sid) == "error"
+    last = transcript(sockets.posts["c1"])[-1]
+    assert last["type"] == "error" and last["error"]["code"] == "MODEL_ERROR"
+    rec = store.get(sid)
+    assert (rec.status, rec.error_code) == ("error", "MODEL_ERROR")
+
+
+def test_a_second_invocation_for_a_claimed_stream_produces_nothing(settings, store, sockets):
+    sid = start_stream(store)
+    run(settings, store, sockets, FakeStreamer(answer("a")), sid)
+    before = store.frames_after(sid, -1)
+    assert run(settings, store, sockets, FakeStreamer(answer("z")), sid) == "skipped"
+    assert store.frames_after(sid, -1) == before
+
+
+def test_limit_exceeded_posts_are_retried_in_order(settings, store, sockets):
+    sid = start_stream(store)
+    sockets.limit_exceeded = 2
+    run(settings, store, sockets, FakeStreamer(answer("a", "b")), sid)
+    posted = transcript(sockets.posts["c1"])
+    assert [f["seq"] for f in posted] == list(range(len(posted)))
+    assert posted[-1]["type"] == "done"
