@@ -309,7 +309,8 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
     )
     sender.start()
     status, error_code = _produce(payload, deps, sender, stream_id)
-    drained = sender.close(timeout=30)
+    # Within the deadline margin, so the store is finished before Lambda's timeout.
+    drained = sender.close(timeout=_DEADLINE_MARGIN_S / 2)
     if not drained:
         log.error("sender did not drain", extra={"streamId": stream_id})
     deps.store.finish(stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code)

@@ -1,7 +1,9 @@
-"""The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API and its Python Lambdas),
-the Cognito user pool and app client, and the two stream-store tables.
+"""The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API, WebSocket API and their
+Python Lambdas), the Cognito user pool and app client, and the two stream-store tables.
 
-Later issues add the WebSocket authorizer, AppSync, SQS and the Node.js Function URL.
+Chalice has no WebSocket authorizer; this stack adds the ``$connect`` REQUEST authorizer, makes
+the WebSocket stage auto-deploy, and scopes ``@connections`` and generator-invoke permissions.
+Later issues add AppSync, SQS and the Node.js Function URL.
 
 Settings reach the Python Lambdas only through ``stage_config["environment_variables"]``:
 the Chalice construct names its stage after the stack path, so the stages of
@@ -18,13 +20,15 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import aws_cdk as cdk
+from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from chalice.cdk import Chalice
 from chalice.config import Config as ChaliceConfig
@@ -45,6 +49,22 @@ DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 DEFAULT_ALLOWED_ORIGIN = "http://localhost:5173"
 DEFAULT_LOG_LEVEL = "INFO"
 
+# Logical ids of the Chalice template's WebSocket functions (app.py names them; Chalice fixes
+# the WebsocketConnect/Message/Disconnect ids).
+WS_AUTHORIZER_FUNCTION = "WsAuthorize"
+WS_MESSAGE_FUNCTION = "WebsocketMessage"
+WS_GENERATE_FUNCTION = "WsGenerate"
+WS_CONNECTION_FUNCTIONS = ("WebsocketConnect", "WebsocketDisconnect")
+WS_ROUTES = ("WebsocketConnectRoute", "WebsocketMessageRoute", "WebsocketDisconnectRoute")
+# The client offers ["llm-stream.v1", "auth.<idToken>"]: the token never appears in a URL.
+WS_IDENTITY_SOURCE = "route.request.header.Sec-WebSocket-Protocol"
+# Lambda's maximum: one invocation runs a whole generation (ws_flow stops 10 s before it).
+GENERATOR_TIMEOUT_S = 900
+# Stage-wide limits on client messages ($connect, $default): a stream start costs an async
+# Lambda of up to 15 min and Bedrock tokens, so a flood is cut off at the gateway.
+WS_THROTTLE_RATE_PER_S = 50
+WS_THROTTLE_BURST = 100
+
 # Prefixes of system-defined (cross-Region) inference profile ids, e.g. "us.anthropic.…".
 _INFERENCE_PROFILE_PREFIXES = frozenset({"us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"})
 # ConverseStream is authorised as InvokeModelWithResponseStream, Converse as InvokeModel.
@@ -58,6 +78,8 @@ _ATTRIBUTE_TYPES = {
     "N": dynamodb.AttributeType.NUMBER,
     "B": dynamodb.AttributeType.BINARY,
 }
+_CfnT = TypeVar("_CfnT", bound=cdk.CfnResource)
+
 # Modules of the Chalice project that its packaging imports (see _chalice_packaging).
 _APP_MODULES = ("app", "chalicelib")
 
@@ -120,6 +142,21 @@ def split_inference_profile(model_id: str) -> tuple[str | None, str]:
     if prefix in _INFERENCE_PROFILE_PREFIXES and "." in rest:
         return prefix, rest
     return None, model_id
+
+
+def nag_text(value: Any) -> str:
+    """A resolved value as cdk-nag names it in a finding id: ``Ref`` as ``<Id>`` (pseudo
+    parameters too), ``Fn::GetAtt`` as ``<Id.Attr>``, ``Fn::Join`` concatenated."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(nag_text(part) for part in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
+    raise ValueError(f"cannot name {value!r} as cdk-nag does")
 
 
 def _is_app_module(name: str) -> bool:
@@ -194,7 +231,7 @@ def _chalice_packaging(source_dir: str, runtime: str) -> Iterator[None]:
 
 
 class LlmStreamStack(cdk.Stack):
-    """Chalice REST API + Lambdas, Cognito, and the DynamoDB stream store."""
+    """Chalice REST and WebSocket APIs + Lambdas, Cognito, and the DynamoDB stream store."""
 
     def __init__(
         self,
@@ -217,7 +254,7 @@ class LlmStreamStack(cdk.Stack):
             self,
             "HandlerRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="llm-stream Python handlers: stream store tables, one Bedrock model, logs",
+            description="llm-stream REST and other Python handlers: stream store tables, logs",
         )
         self.authorizer_role = iam.Role(
             self,
@@ -225,9 +262,38 @@ class LlmStreamStack(cdk.Stack):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="llm-stream API authorizers: verify JWTs, write logs; nothing else",
         )
-        self.streams_table.grant_read_write_data(self.handler_role)
-        self.frames_table.grant_read_write_data(self.handler_role)
-        self._grant_bedrock(self.handler_role)
+        # $connect/$disconnect only accept or acknowledge a socket: no data, no model.
+        self.connection_role = iam.Role(
+            self,
+            "WsConnectionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="llm-stream $connect/$disconnect handlers: write logs; nothing else",
+        )
+        # Separate from the generator's role: this one may invoke the generator, and a role
+        # granting invoke on the function that uses it would be a CloudFormation cycle.
+        self.ws_message_role = iam.Role(
+            self,
+            "WsMessageRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=(
+                "llm-stream WebSocket messages: stream store, post to this API's connections, "
+                "start the generator"
+            ),
+        )
+        self.generator_role = iam.Role(
+            self,
+            "GeneratorRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=(
+                "llm-stream generator: stream store, one Bedrock model, post to this API's "
+                "connections"
+            ),
+        )
+        for role in (self.handler_role, self.ws_message_role, self.generator_role):
+            self.streams_table.grant_read_write_data(role)
+            self.frames_table.grant_read_write_data(role)
+        # Only the generator calls Bedrock.
+        self._grant_bedrock(self.generator_role)
 
         environment = {
             "STREAMS_TABLE": self.streams_table.table_name,
@@ -255,7 +321,19 @@ class LlmStreamStack(cdk.Stack):
                     "environment_variables": environment,
                 },
             )
-        self.function_log_groups = self._configure_functions()
+        self.websocket_api_id = self.chalice.get_resource("WebsocketAPI").ref
+        # The stage is Chalice's api_gateway_stage, the same as the REST API's.
+        ws_host = f"{self.websocket_api_id}.execute-api.{cdk.Aws.REGION}.{cdk.Aws.URL_SUFFIX}"
+        self.websocket_url = f"wss://{ws_host}/{API_STAGE}"
+        self.websocket_management_url = f"https://{ws_host}/{API_STAGE}"
+
+        functions = self.serverless_functions()
+        self._grant_websocket(functions)
+        self.function_log_groups = self._configure_functions(functions)
+        self._websocket_settings(functions)
+        self.websocket_authorizer = self._websocket_authorizer(functions[WS_AUTHORIZER_FUNCTION])
+        self._websocket_stage()
+        self._generator_async_config(functions)
         self._outputs()
         self._nag_suppressions()
 
@@ -408,11 +486,36 @@ class LlmStreamStack(cdk.Stack):
                     ids.update(re.findall(r"\$\{([A-Za-z0-9]+)\.Arn\}", sub))
         return ids
 
-    def _configure_functions(self) -> dict[str, logs.LogGroup]:
-        functions = self.serverless_functions()
+    def _role_for(self, logical_id: str, authorizers: set[str]) -> iam.Role:
+        """Each function gets the role of its job; anything not named here (the REST handler,
+        functions added later) gets the handler role."""
+        if logical_id in authorizers:
+            return self.authorizer_role
+        special = {
+            WS_MESSAGE_FUNCTION: self.ws_message_role,
+            WS_GENERATE_FUNCTION: self.generator_role,
+            **dict.fromkeys(WS_CONNECTION_FUNCTIONS, self.connection_role),
+        }
+        return special.get(logical_id, self.handler_role)
+
+    def _configure_functions(
+        self, functions: Mapping[str, cdk.CfnResource]
+    ) -> dict[str, logs.LogGroup]:
         if not functions:
             raise RuntimeError("the Chalice template has no AWS::Serverless::Function")
-        authorizers = self._authorizer_function_ids()
+        # The REST authorizers (from the API definition) and the $connect one, which Chalice
+        # knows only as a plain function.
+        authorizers = self._authorizer_function_ids() | {WS_AUTHORIZER_FUNCTION}
+        expected = {
+            WS_AUTHORIZER_FUNCTION,
+            WS_MESSAGE_FUNCTION,
+            WS_GENERATE_FUNCTION,
+            *WS_CONNECTION_FUNCTIONS,
+        }
+        missing = expected - set(functions)
+        if missing:
+            # This stack wires these by logical id: fail rather than deploy half a transport.
+            raise RuntimeError(f"the Chalice app lacks the functions {sorted(missing)}")
         log_groups: dict[str, logs.LogGroup] = {}
         roles: dict[str, iam.Role] = {}
         for logical_id, function in functions.items():
@@ -423,7 +526,7 @@ class LlmStreamStack(cdk.Stack):
                     f"{logical_id} was packaged for {packaged_for}, not {LAMBDA_PYTHON_RUNTIME}"
                 )
             function.add_property_override("Runtime", LAMBDA_PYTHON_RUNTIME)
-            role = self.authorizer_role if logical_id in authorizers else self.handler_role
+            role = self._role_for(logical_id, authorizers)
             function.add_property_override("Role", role.role_arn)
             # Our own log group (retention set) instead of the implicit never-expiring one.
             log_group = logs.LogGroup(
@@ -440,12 +543,148 @@ class LlmStreamStack(cdk.Stack):
             )
             log_groups[logical_id] = log_group
             roles[logical_id] = role
+        # Everything else keeps the stage's lambda_timeout (30 s: API Gateway's integration
+        # timeout is 29 s, and the message handler hands generation off and returns at once).
+        functions[WS_GENERATE_FUNCTION].add_property_override("Timeout", GENERATOR_TIMEOUT_S)
         # A function must not be created (and invoked) before its role's permissions exist.
         for logical_id, function in functions.items():
             policy = roles[logical_id].node.try_find_child("DefaultPolicy")
             if policy is not None:
                 function.add_resource_dependency(policy.node.default_child)  # type: ignore[arg-type]
         return log_groups
+
+    # -- the WebSocket API -------------------------------------------------------------------
+
+    def _included(self, cfn_type: type[_CfnT], logical_id: str) -> _CfnT:
+        """A resource of the Chalice template as its typed L1 class."""
+        resource = self.chalice.get_resource(logical_id)
+        if not isinstance(resource, cfn_type):
+            raise TypeError(f"{logical_id} is a {type(resource).__name__}, not {cfn_type.__name__}")
+        return resource
+
+    def _connections_arn(self) -> str:
+        """``@connections`` POST (post_to_connection) on this API's stage only. The app never
+        reads (GET) or closes (DELETE) a connection, so neither is granted."""
+        return self.format_arn(
+            service="execute-api",
+            resource=self.websocket_api_id,
+            resource_name=f"{API_STAGE}/POST/@connections/*",
+            arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+        )
+
+    def _grant_websocket(self, functions: Mapping[str, cdk.CfnResource]) -> None:
+        post = iam.PolicyStatement(
+            actions=["execute-api:ManageConnections"], resources=[self._connections_arn()]
+        )
+        self.ws_message_role.add_to_policy(post)  # error frames and resume replays
+        self.generator_role.add_to_policy(post)  # the stream's frames
+        # Exactly the generator, unqualified (ws_message invokes it by name, InvocationType
+        # Event); not grant_invoke(), which would add every version and alias (":*").
+        generator_arn = cdk.Token.as_string(functions[WS_GENERATE_FUNCTION].get_att("Arn"))
+        self.ws_message_role.add_to_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[generator_arn])
+        )
+
+    def _websocket_settings(self, functions: Mapping[str, cdk.CfnResource]) -> None:
+        """Settings that name the WebSocket API, known only once Chalice created it."""
+        for function in functions.values():
+            # Every function imports app.py, which builds the @connections client from the
+            # settings; GET /config publishes the public URL.
+            function.add_property_override(
+                "Environment.Variables.WEBSOCKET_MANAGEMENT_URL", self.websocket_management_url
+            )
+            function.add_property_override(
+                "Environment.Variables.PUBLIC_WEBSOCKET_URL", self.websocket_url
+            )
+        # Only the invoker: the generator naming itself would be a CloudFormation cycle.
+        functions[WS_MESSAGE_FUNCTION].add_property_override(
+            "Environment.Variables.GENERATE_FUNCTION_NAME", functions[WS_GENERATE_FUNCTION].ref
+        )
+
+    def _websocket_authorizer(self, function: cdk.CfnResource) -> apigwv2.CfnAuthorizer:
+        """The ``$connect`` Lambda REQUEST authorizer, which Chalice cannot declare (DESIGN §3).
+
+        The identity source is required to be present: a handshake without the header gets 401
+        from API Gateway without invoking the function. WebSocket authorizers have no result
+        cache (the TTL setting is HTTP-API only), so every handshake is verified.
+        """
+        function_arn = cdk.Token.as_string(function.get_att("Arn"))
+        authorizer = apigwv2.CfnAuthorizer(
+            self,
+            "WebsocketConnectAuthorizer",
+            api_id=self.websocket_api_id,
+            name="ws-connect-authorizer",
+            authorizer_type="REQUEST",
+            identity_source=[WS_IDENTITY_SOURCE],
+            authorizer_uri=(
+                f"arn:{cdk.Aws.PARTITION}:apigateway:{cdk.Aws.REGION}:lambda:path/2015-03-31"
+                f"/functions/{function_arn}/invocations"
+            ),
+        )
+        # Resource policy for exactly this authorizer, not any route or API. (L1, because
+        # add_permission on Chalice's imported IFunction may be skipped when CDK cannot prove
+        # the function is in this stack's account.)
+        lambda_.CfnPermission(
+            self,
+            "WebsocketConnectAuthorizerInvokePermission",
+            action="lambda:InvokeFunction",
+            function_name=function_arn,
+            principal="apigateway.amazonaws.com",
+            source_arn=self.format_arn(
+                service="execute-api",
+                resource=self.websocket_api_id,
+                resource_name=f"authorizers/{authorizer.ref}",
+                arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+            ),
+        )
+        # Set on the typed L1 (CfnInclude builds one), not as a raw override, so that
+        # cdk-nag, which reads the L1's properties, sees the authorizer too.
+        route = self._included(apigwv2.CfnRoute, "WebsocketConnectRoute")
+        route.authorization_type = "CUSTOM"
+        route.authorizer_id = authorizer.ref
+        return authorizer
+
+    def _websocket_stage(self) -> None:
+        """Make the stage auto-deploy, so route and authorizer changes go live.
+
+        Chalice pairs the stage with a Deployment of a static logical id, which CloudFormation
+        never replaces: after the first deploy, a changed route (such as adding the authorizer)
+        would stay undeployed. AutoDeploy redeploys on every API change instead, and a
+        stage's DeploymentId cannot be updated while AutoDeploy is on (API Gateway v2 API
+        reference). So the stage loses its DeploymentId and Chalice's Deployment is dropped
+        (it would be an unused snapshot); the stage depends on the routes, so its first
+        deployment already includes them and the authorizer.
+        """
+        stage = self._included(apigwv2.CfnStage, "WebsocketAPIStage")
+        stage.auto_deploy = True
+        stage.deployment_id = None
+        stage.default_route_settings = apigwv2.CfnStage.RouteSettingsProperty(
+            throttling_rate_limit=WS_THROTTLE_RATE_PER_S,
+            throttling_burst_limit=WS_THROTTLE_BURST,
+        )
+        if not self.chalice.sam_template.node.try_remove_child("WebsocketAPIDeployment"):
+            raise RuntimeError("the Chalice template has no WebsocketAPIDeployment")
+        for route_id in WS_ROUTES:
+            stage.add_resource_dependency(self.chalice.get_resource(route_id))
+
+    def _generator_async_config(self, functions: Mapping[str, cdk.CfnResource]) -> None:
+        """No automatic retry of the generator's asynchronous invoke.
+
+        A retry could never produce twice (the generator claims the stream with a conditional
+        write, ``attribute_not_exists(claimedBy)``), but neither can it resume: after a crash
+        mid-stream the stream is claimed, so a retry 1-2 minutes later would only skip it.
+        Throttled invocations are still requeued by Lambda (that is not a retry attempt).
+        """
+        generator = functions[WS_GENERATE_FUNCTION]
+        config = lambda_.CfnEventInvokeConfig(
+            self,
+            "WsGenerateEventInvokeConfig",
+            function_name=generator.ref,
+            qualifier="$LATEST",
+            maximum_retry_attempts=0,
+        )
+        # The message handler can start a generation only once no-retry is in force.
+        functions[WS_MESSAGE_FUNCTION].add_resource_dependency(config)
 
     # -- outputs and cdk-nag -----------------------------------------------------------------
 
@@ -455,6 +694,15 @@ class LlmStreamStack(cdk.Stack):
             "RestApiUrl",
             value=self.chalice.sam_template.get_output("EndpointURL").value,
             description="REST API base URL (GET /health, GET /config, /streams/...)",
+        )
+        cdk.CfnOutput(
+            self,
+            "WebsocketUrl",
+            value=self.websocket_url,
+            description=(
+                "WebSocket URL; offer subprotocols llm-stream.v1 and auth.<ID token> "
+                "(Sec-WebSocket-Protocol)"
+            ),
         )
         cdk.CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
         cdk.CfnOutput(self, "UserPoolClientId", value=self.user_pool_client.user_pool_client_id)
@@ -489,7 +737,7 @@ class LlmStreamStack(cdk.Stack):
         geo, base_model_id = split_inference_profile(self.props.model_id)
         if geo is not None:
             finding = f"Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/{base_model_id}"
-            cdk.Validations.of(self.handler_role).acknowledge(
+            cdk.Validations.of(self.generator_role).acknowledge(
                 cdk.Acknowledgment(
                     id=f"AwsSolutions-IAM5[{finding}]",
                     reason=(
@@ -501,3 +749,49 @@ class LlmStreamStack(cdk.Stack):
                     ),
                 )
             )
+        self._websocket_nag_acknowledgements()
+
+    def _websocket_nag_acknowledgements(self) -> None:
+        # Resolved, so the id matches with and without a concrete Region (cdk synth sets one).
+        connections = f"Resource::{nag_text(self.resolve(self._connections_arn()))}"
+        for role in (self.ws_message_role, self.generator_role):
+            cdk.Validations.of(role).acknowledge(
+                cdk.Acknowledgment(
+                    id=f"AwsSolutions-IAM5[{connections}]",
+                    reason=(
+                        "The last part of an @connections ARN is the connection id, which API "
+                        "Gateway assigns to each client at $connect and the handlers learn only "
+                        "at run time, so no narrower resource exists. The ARN is fixed to this "
+                        f"WebSocket API's id, its stage ({API_STAGE}) and POST "
+                        "(post_to_connection); GET and DELETE are not granted."
+                    ),
+                )
+            )
+        for route_id in ("WebsocketMessageRoute", "WebsocketDisconnectRoute"):
+            cdk.Validations.of(self.chalice.get_resource(route_id)).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-APIG4",
+                    reason=(
+                        "API Gateway WebSocket APIs authorize only the $connect route (here the "
+                        "Lambda REQUEST authorizer WebsocketConnectAuthorizer); $default and "
+                        "$disconnect cannot have an authorizer and run only on a connection "
+                        "authorized at $connect. Its context (sub) reaches them in "
+                        "requestContext.authorizer, and the message handler refuses any message "
+                        "without it."
+                    ),
+                )
+            )
+        cdk.Validations.of(self.chalice.get_resource("WebsocketAPIStage")).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-APIG1",
+                reason=(
+                    "WebSocket access logging requires the Region-wide API Gateway CloudWatch "
+                    "Logs role (AWS::ApiGateway::Account), an account singleton this stack must "
+                    "not create or take over from other stacks; without it the stage fails to "
+                    "deploy. Each authorizer, $connect, $default and $disconnect invocation is "
+                    "logged by its Lambda (JSON, one-month retention), the authorizer logs every "
+                    "rejected token with the reason, and a handshake the gateway refuses "
+                    "itself (no Sec-WebSocket-Protocol header: 401) counts in ClientError."
+                ),
+            )
+        )

@@ -1,4 +1,5 @@
-"""Offline synth assertions for the CDK stack (DESIGN.md §2-§5).
+"""Offline synth assertions for the CDK stack (DESIGN.md §2-§5), the WebSocket transport's
+wiring included (authorizer, stage, @connections and generator permissions).
 
 No AWS account, credentials or network beyond PyPI (Chalice pip-installs requirements.txt into
 ``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per module.
@@ -39,6 +40,17 @@ EXPECTED_ENV = (
     "POWERTOOLS_SERVICE_NAME",
     "LOG_LEVEL",
 )
+STAGE = "api"
+WS_HOST = "<WebsocketAPI>.execute-api.<AWS::Region>.<AWS::URLSuffix>"
+CONNECTIONS_ARN = (
+    f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<WebsocketAPI>"
+    f"/{STAGE}/POST/@connections/*"
+)
+WS_ROUTES = {
+    "$connect": "WebsocketConnectRoute",
+    "$default": "WebsocketMessageRoute",
+    "$disconnect": "WebsocketDisconnectRoute",
+}
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,48 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _role_of(synth: Synth, function_id: str) -> str:
+    return synth.resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def _role_statements(synth: Synth, role_id: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for resource in synth.of_type("AWS::IAM::Policy").values()
+        if _ref(role_id) in resource["Properties"]["Roles"]
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _role_actions(synth: Synth, role_id: str) -> set[str]:
+    return {a for s in _role_statements(synth, role_id) for a in _as_list(s["Action"])}
+
+
+def _references(value: Any) -> set[str]:
+    """Logical ids (and pseudo parameters) that a property value refers to."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= _references(item)
+    elif isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            found.add(value["Ref"])
+        elif set(value) == {"Fn::GetAtt"}:
+            target = value["Fn::GetAtt"]
+            found.add(target[0] if isinstance(target, list) else target.split(".")[0])
+        elif set(value) == {"Fn::Sub"}:
+            sub = value["Fn::Sub"]
+            text, names = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+            found |= {
+                m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text) if m not in names
+            }
+            found |= _references(names)
+        else:
+            for item in value.values():
+                found |= _references(item)
+    return found
+
+
 def _flat(value: Any) -> str:
     """An ARN expression as one string (intrinsics rendered), for pattern checks."""
     if isinstance(value, str):
@@ -143,6 +197,8 @@ def _flat(value: Any) -> str:
         return sep.join(_flat(p) for p in parts)
     if isinstance(value, dict) and "Ref" in value:
         return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
     return json.dumps(value, sort_keys=True)
 
 
@@ -273,6 +329,8 @@ def test_authorizer_role_has_no_data_or_model_access(synth: Synth) -> None:
     authorizer_role = synth.resources["JwtAuth"]["Properties"]["Role"]["Fn::GetAtt"][0]
     handler_role = synth.resources["APIHandler"]["Properties"]["Role"]["Fn::GetAtt"][0]
     assert authorizer_role != handler_role
+    # The $connect authorizer only verifies JWTs too.
+    assert _role_of(synth, "WsAuthorize") == authorizer_role
     for resource in synth.of_type("AWS::IAM::Policy").values():
         props = resource["Properties"]
         if _ref(authorizer_role) in props["Roles"]:
@@ -328,13 +386,169 @@ def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
     assert bedrock_statements == 2
 
 
+# -- WebSocket -----------------------------------------------------------------------------
+
+
+def _authorizer(synth: Synth) -> tuple[str, dict[str, Any]]:
+    (authorizer,) = synth.of_type("AWS::ApiGatewayV2::Authorizer").items()
+    return authorizer
+
+
+def test_connect_authorizer_is_a_lambda_request_authorizer_on_the_protocol_header(
+    synth: Synth,
+) -> None:
+    _, authorizer = _authorizer(synth)
+    props = authorizer["Properties"]
+    assert props["ApiId"] == _ref("WebsocketAPI")
+    assert props["AuthorizerType"] == "REQUEST"
+    # The token travels as the "auth.<token>" subprotocol, never in the URL (DESIGN §3).
+    assert props["IdentitySource"] == ["route.request.header.Sec-WebSocket-Protocol"]
+    assert _flat(props["AuthorizerUri"]) == (
+        "arn:<AWS::Partition>:apigateway:<AWS::Region>:lambda:path/2015-03-31/functions/"
+        "<WsAuthorize.Arn>/invocations"
+    )
+    handler = synth.resources["WsAuthorize"]["Properties"]["Handler"]
+    assert handler == "app.ws_authorize"
+
+
+def test_only_the_connect_route_is_authorized_and_by_that_authorizer(synth: Synth) -> None:
+    authorizer_id, _ = _authorizer(synth)
+    routes = synth.of_type("AWS::ApiGatewayV2::Route")
+    assert {r["Properties"]["RouteKey"]: k for k, r in routes.items()} == WS_ROUTES
+    connect = routes["WebsocketConnectRoute"]["Properties"]
+    assert connect["AuthorizationType"] == "CUSTOM"
+    assert connect["AuthorizerId"] == _ref(authorizer_id)
+    # WebSocket authorizers apply to $connect only; the others run on that connection.
+    for route_id in ("WebsocketMessageRoute", "WebsocketDisconnectRoute"):
+        assert routes[route_id]["Properties"].get("AuthorizationType", "NONE") == "NONE"
+
+
+def test_authorizer_invoke_permission_is_scoped_to_the_authorizer(synth: Synth) -> None:
+    authorizer_id, _ = _authorizer(synth)
+    permissions = [
+        p["Properties"]
+        for p in synth.of_type("AWS::Lambda::Permission").values()
+        if "WsAuthorize" in _references(p["Properties"]["FunctionName"])
+    ]
+    assert len(permissions) == 1  # nothing broader (such as <api>/*) may invoke it
+    (permission,) = permissions
+    assert permission["Action"] == "lambda:InvokeFunction"
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    assert _flat(permission["SourceArn"]) == (
+        "arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<WebsocketAPI>"
+        f"/authorizers/<{authorizer_id}>"
+    )
+
+
+def test_websocket_stage_auto_deploys_the_complete_api(synth: Synth) -> None:
+    (stage,) = synth.of_type("AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    assert props["ApiId"] == _ref("WebsocketAPI")
+    assert props["StageName"] == STAGE
+    # Route and authorizer changes go live: no pinned deployment (a stage's DeploymentId
+    # cannot be updated while AutoDeploy is on), so Chalice's static one is gone.
+    assert props["AutoDeploy"] is True
+    assert "DeploymentId" not in props
+    assert synth.of_type("AWS::ApiGatewayV2::Deployment") == {}
+    assert set(WS_ROUTES.values()) <= set(_as_list(stage.get("DependsOn", [])))
+    throttle = props["DefaultRouteSettings"]
+    assert 0 < throttle["ThrottlingRateLimit"] <= throttle["ThrottlingBurstLimit"]
+
+
+def test_manage_connections_is_limited_to_posting_on_this_api(synth: Synth) -> None:
+    grants: list[str] = []
+    for statement in _statements(synth):
+        actions = _as_list(statement["Action"])
+        assert not any(a in {"execute-api:*", "*"} for a in actions), statement
+        if any(a.lower().startswith("execute-api:") for a in actions):
+            assert actions == ["execute-api:ManageConnections"], statement
+            grants += [_flat(r) for r in _as_list(statement["Resource"])]
+    # This API, this stage, POST (post_to_connection) only; the wildcard is the connection id.
+    assert grants and set(grants) == {CONNECTIONS_ARN}
+    posting = {
+        fn
+        for fn in synth.of_type("AWS::Serverless::Function")
+        if "execute-api:ManageConnections" in _role_actions(synth, _role_of(synth, fn))
+    }
+    assert posting == {"WebsocketMessage", "WsGenerate"}
+
+
+def test_only_the_message_handler_may_invoke_exactly_the_generator(synth: Synth) -> None:
+    invoke_roles: set[str] = set()
+    for resource in synth.of_type("AWS::IAM::Policy").values():
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if "lambda:InvokeFunction" in _as_list(statement["Action"]):
+                assert statement["Action"] == "lambda:InvokeFunction"
+                assert statement["Resource"] == {"Fn::GetAtt": ["WsGenerate", "Arn"]}
+                invoke_roles |= {r["Ref"] for r in resource["Properties"]["Roles"]}
+    assert invoke_roles == {_role_of(synth, "WebsocketMessage")}
+    assert _role_of(synth, "WsGenerate") not in invoke_roles
+
+
+def test_roles_follow_least_privilege(synth: Synth) -> None:
+    logs_only = {"logs:CreateLogStream", "logs:PutLogEvents"}
+    for fn in ("WebsocketConnect", "WebsocketDisconnect", "WsAuthorize"):
+        assert _role_actions(synth, _role_of(synth, fn)) == logs_only, fn
+    bedrock_roles = {
+        fn
+        for fn in synth.of_type("AWS::Serverless::Function")
+        if any(a.startswith("bedrock:") for a in _role_actions(synth, _role_of(synth, fn)))
+    }
+    assert bedrock_roles == {"WsGenerate"}  # the only function that calls the model
+
+
+def test_generator_runs_up_to_15_minutes_without_async_retries(synth: Synth) -> None:
+    for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
+        timeout = function["Properties"]["Timeout"]
+        assert timeout == (900 if logical_id == "WsGenerate" else 30), logical_id
+    (config,) = synth.of_type("AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["FunctionName"] == _ref("WsGenerate")
+    assert props["Qualifier"] == "$LATEST"  # ws_message invokes the unqualified name
+    # A retry can neither produce twice nor resume a claimed stream.
+    assert props["MaximumRetryAttempts"] == 0
+
+
+def test_websocket_settings_reach_the_functions(synth: Synth) -> None:
+    for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert _flat(env["WEBSOCKET_MANAGEMENT_URL"]) == f"https://{WS_HOST}/{STAGE}", logical_id
+        assert _flat(env["PUBLIC_WEBSOCKET_URL"]) == f"wss://{WS_HOST}/{STAGE}", logical_id
+        if logical_id == "WebsocketMessage":
+            assert env["GENERATE_FUNCTION_NAME"] == _ref("WsGenerate")
+        else:
+            assert "GENERATE_FUNCTION_NAME" not in env, logical_id
+
+
 # -- outputs, cdk-nag, hygiene ---------------------------------------------------------------
 
 
 def test_outputs(synth: Synth) -> None:
-    assert {"RestApiUrl", "UserPoolId", "UserPoolClientId", "Region"} <= set(synth.outputs)
+    assert {"RestApiUrl", "UserPoolId", "UserPoolClientId", "Region", "WebsocketUrl"} <= set(
+        synth.outputs
+    )
     url = synth.outputs["RestApiUrl"]["Value"]["Fn::Sub"]
     assert "${RestAPI}" in url and url.endswith("/api/")
+    assert _flat(synth.outputs["WebsocketUrl"]["Value"]) == f"wss://{WS_HOST}/{STAGE}"
+
+
+def test_template_has_no_dependency_cycle(synth: Synth) -> None:
+    """CloudFormation rejects a cyclic template only at deploy time; synth does not notice.
+    (Such as the generator's own name in its environment, or a role that may invoke the
+    function it belongs to.)"""
+    graph = {
+        logical_id: (
+            _references(resource.get("Properties", {}))
+            | set(_as_list(resource.get("DependsOn", [])))
+        )
+        & set(synth.resources)
+        for logical_id, resource in synth.resources.items()
+    }
+    done: set[str] = set()
+    while len(done) < len(graph):
+        ready = {n for n, deps in graph.items() if n not in done and deps <= done}
+        assert ready, f"cycle among {sorted(set(graph) - done)}"
+        done |= ready
 
 
 def test_cdk_nag_aws_solutions_has_no_unacknowledged_errors(synth: Synth) -> None:
@@ -359,6 +573,9 @@ def test_cdk_nag_acknowledgements_are_specific_and_explained(synth: Synth) -> No
         "AwsSolutions-COG2",
         "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/"
         "anthropic.claude-sonnet-4-5-20250929-v1:0]",
+        f"AwsSolutions-IAM5[Resource::{CONNECTIONS_ARN}]",
+        "AwsSolutions-APIG4",  # $default and $disconnect: WebSocket authorizers are $connect-only
+        "AwsSolutions-APIG1",  # WebSocket access logs need the account-wide API Gateway role
     }
     for rule, reason in synth.acknowledgements.items():
         assert rule.startswith("AwsSolutions-"), rule
@@ -411,3 +628,29 @@ def test_split_inference_profile(
     stack_module: ModuleType, model_id: str, expected: tuple[str | None, str]
 ) -> None:
     assert stack_module.split_inference_profile(model_id) == expected
+
+
+def test_nag_text_names_intrinsics_as_cdk_nag_does(stack_module: ModuleType) -> None:
+    """With a concrete Region (``cdk synth`` sets one) the Region is literal in the ARN and in
+    cdk-nag's finding id; the acknowledgement is built from the resolved ARN to match both."""
+    arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":execute-api:us-east-1:",
+                {"Ref": "AWS::AccountId"},
+                ":",
+                {"Ref": "WebsocketAPI"},
+                "/api/POST/@connections/*",
+            ],
+        ]
+    }
+    assert stack_module.nag_text(arn) == (
+        "arn:<AWS::Partition>:execute-api:us-east-1:<AWS::AccountId>:<WebsocketAPI>"
+        "/api/POST/@connections/*"
+    )
+    assert stack_module.nag_text({"Fn::GetAtt": ["WsGenerate", "Arn"]}) == "<WsGenerate.Arn>"
+    with pytest.raises(ValueError):
+        stack_module.nag_text({"Fn::Sub": "${X}"})
