@@ -12,10 +12,13 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from local.cloud import ROOT, CloudOptions, LocalCloud
+from local.ws_gateway import GatewayLimits
 
 DEFAULT_PORT_BASE = 4510
 
@@ -37,12 +40,28 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# API Gateway WebSocket quotas, shortened by tests: LOCAL_WS_<FIELD> (e.g. LOCAL_WS_IDLE_TIMEOUT_S).
+def gateway_limits_from_env(env: Mapping[str, str]) -> GatewayLimits:
+    values: dict[str, Any] = {}
+    for f in fields(GatewayLimits):
+        raw = env.get(f"LOCAL_WS_{f.name.upper()}")
+        if raw:
+            try:
+                values[f.name] = type(f.default)(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"LOCAL_WS_{f.name.upper()} must be a number, got {raw!r}"
+                ) from None
+    return GatewayLimits(**values)
+
+
 def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
     c = endpoints["cognito"]
     lines = [
         "",
         f"Local cloud is up ({started_in:.1f} s). Endpoints (also in {path}):",
         f"  REST API        {endpoints['rest']}",
+        f"  WebSocket       {endpoints['websocket']}",
         f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
         f"  Bedrock (local simulated model)  {endpoints['bedrock']}",
         f"  DynamoDB + SQS  {endpoints['aws']}",
@@ -65,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
     started = time.monotonic()
-    cloud = LocalCloud(CloudOptions(port_base=args.port_base, endpoints_file=args.endpoints_file))
+    options = CloudOptions(
+        port_base=args.port_base,
+        endpoints_file=args.endpoints_file,
+        gateway_limits=gateway_limits_from_env(os.environ),
+    )
+    cloud = LocalCloud(options)
     endpoints = cloud.start()
     try:
         print(_banner(endpoints, time.monotonic() - started, args.endpoints_file), flush=True)

@@ -5,7 +5,11 @@ One process, one object. ``LocalCloud.start`` brings up, in order:
 1. DynamoDB and SQS (moto's server mode) and creates the tables;
 2. the Cognito emulator with a pool, an app client and the local user;
 3. the Bedrock emulator (simulated model);
-4. the Chalice REST API, imported with its environment pointed at the above.
+4. Lambda's Invoke API and the WebSocket gateway, serving before the app exists
+   (their URLs are part of its environment; functions are looked up per call);
+5. the Chalice app, imported with its environment pointed at the above: its
+   routes on the REST server and its functions attached to the local Lambdas,
+   one app object, so routes and functions share one process state.
 
 The app itself runs unchanged: only endpoints and settings differ from AWS
 (``AWS_ENDPOINT_URL_<SERVICE>``, issuer and JWKS URLs), injected through the
@@ -26,6 +30,7 @@ from typing import Any
 import boto3
 
 from local.loop import LoopThread
+from local.ws_gateway import GatewayLimits
 
 log = logging.getLogger("local.cloud")
 
@@ -33,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 # Credentials for the local endpoints only; no AWS account is involved.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
-SERVICES = ("rest", "aws", "cognito", "bedrock")
+# Append only: a service's port is port_base + its index here.
+SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket")
 
 
 @dataclass
@@ -49,6 +55,8 @@ class CloudOptions:
     app_env: dict[str, str] = field(default_factory=dict)
     # Simulated model timing; None keeps the emulator's defaults.
     model: dict[str, Any] = field(default_factory=dict)
+    # API Gateway's WebSocket quotas; tests shorten them.
+    gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
 
 
 def _port(options: CloudOptions, service: str) -> int:
@@ -80,6 +88,9 @@ class LocalCloud:
         self._cognito: Any = None
         self._bedrock: Any = None
         self._rest: Any = None
+        self._lambdas: Any = None
+        self._lambda_api: Any = None
+        self._gateway: Any = None
         self._saved_env: dict[str, str | None] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -93,7 +104,9 @@ class LocalCloud:
             self._loop = LoopThread().start()
             identity = self._start_cognito()
             bedrock_url = self._start_bedrock()
-            self._set_app_env(aws_url, bedrock_url, identity)
+            lambda_url = self._start_lambdas()
+            self._start_gateway()
+            self._set_app_env(aws_url, bedrock_url, identity, lambda_url)
             self._provision(aws_url)
             rest_url = self._start_rest()
         except BaseException:
@@ -103,7 +116,7 @@ class LocalCloud:
             "client": None,
             "rest": rest_url,
             "functionUrl": None,
-            "websocket": None,
+            "websocket": self._gateway.url,
             "appsync": None,
             "cognito": {
                 "endpoint": self._cognito.endpoint,
@@ -115,6 +128,7 @@ class LocalCloud:
             },
             "bedrock": bedrock_url,
             "aws": aws_url,
+            "lambda": lambda_url,
             "user": {"username": identity["username"], "password": identity["password"]},
         }
         if o.endpoints_file is not None:
@@ -125,6 +139,20 @@ class LocalCloud:
 
     def stop(self) -> None:
         """Stop every service; safe to call more than once and after a failed start."""
+        # The gateway first: its $disconnect handlers still need DynamoDB.
+        if self._loop is not None:
+            for server in (self._gateway, self._lambda_api):
+                if server is not None:
+                    try:
+                        self._loop.run(server.stop(), timeout=15)
+                    except Exception:
+                        log.exception("stopping the gateway or the Lambda API failed")
+        self._gateway = self._lambda_api = None
+        if self._lambdas is not None:
+            # Running streams (Event invocations) get a moment to finish.
+            if not self._lambdas.close(timeout=5):
+                log.warning("some Lambda invocations were still running at shutdown")
+            self._lambdas = None
         if self._rest is not None:
             self._rest.stop()
             self._rest = None
@@ -196,7 +224,30 @@ class LocalCloud:
         )
         return self._url(port)
 
-    def _set_app_env(self, aws_url: str, bedrock_url: str, identity: dict[str, str]) -> None:
+    def _start_lambdas(self) -> str:
+        from local.lambdas import LambdaApi, LocalLambdas
+
+        assert self._loop is not None
+        # No app yet: it is attached once imported (see _start_rest).
+        self._lambdas = LocalLambdas()
+        self._lambda_api = LambdaApi(self._lambdas)
+        port = self._loop.run(
+            self._lambda_api.start(self.options.host, _port(self.options, "lambda"))
+        )
+        return self._url(port)
+
+    def _start_gateway(self) -> None:
+        from local.ws_gateway import WebSocketGateway
+
+        assert self._loop is not None
+        self._gateway = WebSocketGateway(
+            self._lambdas, region=REGION, limits=self.options.gateway_limits
+        )
+        self._loop.run(self._gateway.start(self.options.host, _port(self.options, "websocket")))
+
+    def _set_app_env(
+        self, aws_url: str, bedrock_url: str, identity: dict[str, str], lambda_url: str
+    ) -> None:
         env = {
             **LOCAL_CREDENTIALS,
             "AWS_DEFAULT_REGION": REGION,
@@ -204,6 +255,10 @@ class LocalCloud:
             "AWS_ENDPOINT_URL_DYNAMODB": aws_url,
             "AWS_ENDPOINT_URL_SQS": aws_url,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_url,
+            "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
+            "WEBSOCKET_MANAGEMENT_URL": self._gateway.management_url,
+            "PUBLIC_WEBSOCKET_URL": self._gateway.url,
+            "GENERATE_FUNCTION_NAME": "ws_generate",
             "USER_POOL_ID": identity["userPoolId"],
             "USER_POOL_CLIENT_ID": identity["clientId"],
             "JWT_ISSUER": identity["issuer"],
@@ -230,6 +285,8 @@ class LocalCloud:
 
         services.reset()  # settings are read from the environment set above
         app, config = load_chalice_app(str(ROOT))
+        # The same app object serves the routes and the functions.
+        self._lambdas.attach(app)
         self._rest = RestServer(app, config, self.options.host, _port(self.options, "rest"))
         url = self._url(self._rest.port)
         os.environ["PUBLIC_REST_URL"] = url

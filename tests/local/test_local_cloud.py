@@ -243,3 +243,13 @@ def test_ctrl_c_stops_every_service_cleanly(tmp_path):
     assert c.stop() == 0
     c._wait_for("Stopped.", 5)
     assert not any(_port_open(u) for u in urls)
+
+
+def test_the_websocket_gateway_and_the_lambda_invoke_api_are_served(cloud):
+    assert cloud.ep["websocket"].startswith("ws://127.0.0.1:")
+    assert cloud.ep["lambda"].startswith("http://127.0.0.1:")
+    client = boto3.client(
+        "lambda", region_name="us-east-1", endpoint_url=cloud.ep["lambda"], **CREDS
+    )
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="no-such-function", Payload=b"{}")

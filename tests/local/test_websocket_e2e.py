@@ -143,13 +143,13 @@ def test_cancel_closes_the_model_stream_within_one_flush_interval(cloud, token, 
 def test_a_dropped_socket_resumes_with_no_gap_and_no_duplicate(cloud, token):
     prompt = f"Resume me {uuid.uuid4()} [tokens=150]"
     seen: list[dict[str, Any]] = []
-    ws = open_ws(cloud, token)
-    stream_id = start(ws, prompt)
-    while len([f for f in seen if f["type"] == "delta"]) < 3:
-        frame = recv(ws)[1]
-        if frame["type"] != "heartbeat":
-            seen.append(frame)
-    ws.close()  # the stream goes on into the store
+    with open_ws(cloud, token) as ws:
+        stream_id = start(ws, prompt)
+        while len([f for f in seen if f["type"] == "delta"]) < 3:
+            frame = recv(ws)[1]
+            if frame["type"] != "heartbeat":
+                seen.append(frame)
+    # The socket is closed here; the stream goes on into the store.
     last = seen[-1]["seq"]
     with open_ws(cloud, token) as ws2:
         ws2.send(json.dumps({"action": "resume", "streamId": stream_id, "afterSeq": last}))

@@ -1,0 +1,373 @@
+"""The Chalice app's Lambda functions, run in this process, and Lambda's Invoke API.
+
+:class:`LocalLambdas` calls ``app.handler_map[name](event, context)`` the way the
+Lambda runtime does: the event goes through a JSON round trip, every call gets a
+fresh context with a new request id, and ``Event`` invocations run on a thread
+pool without reporting back. Everything that invokes a function locally (the
+WebSocket gateway, the Invoke API below, the SQS poller) goes through it, so the
+app runs as one process with one set of warm clients and caches, like one
+warm Lambda container per function.
+
+The Invoke API, for app code that calls ``boto3.client("lambda").invoke`` with
+``AWS_ENDPOINT_URL_LAMBDA`` pointed here::
+
+    POST /2015-03-31/functions/{FunctionName}/invocations
+        X-Amz-Invocation-Type: RequestResponse (default) -> 200, the JSON result
+                               Event                      -> 202, runs on the pool
+                               DryRun                     -> 204
+        handler exception -> 200, X-Amz-Function-Error: Unhandled,
+                             {"errorMessage", "errorType", "requestId", "stackTrace"}
+        unknown function  -> 404 ResourceNotFoundException {"Type": "User", "message"}
+
+``FunctionName`` may be the ``handler_map`` key (``ws_generate``), a deployed-style
+name ending in ``-<key>`` (``llm-stream-dev-ws_generate``) or an ARN with either.
+SigV4 headers are accepted and never checked; ``Qualifier`` is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from chalice.app import Chalice
+from chalice.local import LambdaContext
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_ID = "123456789012"
+# Lambda's own request payload limit for synchronous invocations (6 MB).
+_MAX_REQUEST_BYTES = 6 * 1024 * 1024
+
+
+class ResourceNotFoundException(LookupError):
+    """No function of that name is deployed (Lambda's error code of the same name)."""
+
+
+class MarshalError(TypeError):
+    """The handler returned something JSON cannot represent (``Runtime.MarshalError``)."""
+
+
+class LocalLambdas:
+    """Runs the functions of a Chalice app in-process.
+
+    ``app`` may be attached later (:meth:`attach`): the local cloud starts the
+    servers that invoke functions before it imports ``app.py``, because the app's
+    environment must name their ports. Until then every name is unknown.
+
+    ``env`` holds the functions' environment variables. All functions share this
+    process, so they are set in ``os.environ`` for as long as this object is open
+    and restored by :meth:`close`.
+
+    ``max_workers`` bounds concurrently running pool invocations (Lambda's
+    concurrency). A function that synchronously invokes another through the pool
+    while all workers are busy would wait for a free one.
+    """
+
+    def __init__(
+        self,
+        app: Chalice | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        max_workers: int = 32,
+        memory_limit_in_mb: int = 128,
+        timeout_s: float = 60.0,
+        region: str = "us-east-1",
+    ) -> None:
+        self._app = app
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.timeout_s = timeout_s
+        self.region = region
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="lambda"
+        )
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._saved_env: dict[str, str | None] = {}
+        for key, value in (env or {}).items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    # -- functions -------------------------------------------------------------------
+
+    @property
+    def app(self) -> Chalice | None:
+        return self._app
+
+    def attach(self, app: Chalice) -> None:
+        """Deploy ``app``'s functions (the local cloud does this once it imported it)."""
+        self._app = app
+
+    def function_names(self) -> list[str]:
+        return sorted(self._app.handler_map) if self._app is not None else []
+
+    def resolve(self, function_name: str) -> str:
+        """The ``handler_map`` key for a key, a ``<prefix>-<key>`` name or an ARN."""
+        handlers = self._app.handler_map if self._app is not None else {}
+        if function_name in handlers:
+            return function_name
+        name = function_name
+        if name.startswith("arn:") or ":function:" in name:
+            # arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]
+            name = name.split(":function:", 1)[-1].split(":", 1)[0]
+        if name in handlers:
+            return name
+        # Chalice deploys "<app>-<stage>-<key>"; take the longest key that fits.
+        matches = [key for key in handlers if name.endswith(f"-{key}")]
+        if not matches:
+            raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        return max(matches, key=len)
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+
+    # -- invoking --------------------------------------------------------------------
+
+    def invoke(self, function_name: str, event: Any) -> Any:
+        """Run the function in the calling thread and return its (JSON) result.
+
+        Exceptions raised by the handler propagate unchanged.
+        """
+        return self._run(self.resolve(function_name), event, str(uuid.uuid4()))
+
+    def submit(
+        self, function_name: str, event: Any, request_id: str | None = None
+    ) -> concurrent.futures.Future[Any]:
+        """Run the function on the pool; the future holds its result or exception.
+
+        An unknown name raises ``ResourceNotFoundException`` here, before anything runs.
+        """
+        key = self.resolve(function_name)
+        return self._submit(self._run, key, event, request_id or str(uuid.uuid4()))
+
+    def _submit(self, fn: Any, *args: Any) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("LocalLambdas is closed")
+            future = self._pool.submit(fn, *args)
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    async def run(
+        self,
+        function_name: str,
+        event: Any,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        """Await the function running on the pool (for code on an event loop).
+
+        After ``timeout`` s raises ``TimeoutError`` while the function runs on, as an
+        integration timeout does on AWS; its outcome is then dropped.
+        """
+        loop = asyncio.get_running_loop()
+        # The loop gets the finished concurrent future as a *result*: an exception
+        # stored in an asyncio future nobody awaits any more would be reported as
+        # "never retrieved" when the loop stops first.
+        settled: asyncio.Future[concurrent.futures.Future[Any]] = loop.create_future()
+
+        def settle(done: concurrent.futures.Future[Any]) -> None:
+            if not settled.done():
+                settled.set_result(done)
+
+        def on_done(done: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, done)
+
+        self.submit(function_name, event, request_id).add_done_callback(on_done)
+        done = await asyncio.wait_for(asyncio.shield(settled), timeout)
+        return done.result()
+
+    def invoke_async(self, function_name: str, event: Any, request_id: str | None = None) -> None:
+        """Like Lambda's ``Event`` invocation: run on the pool, report nothing back.
+
+        A failure is logged (type and location only: no payload or message text).
+        An unknown name raises ``ResourceNotFoundException`` at once.
+        """
+        key = self.resolve(function_name)
+        self._submit(self._run_logged, key, event, request_id or str(uuid.uuid4()))
+
+    def _run_logged(self, key: str, event: Any, request_id: str) -> None:
+        # Logged in the worker, so the log line exists once the invocation counts as done.
+        try:
+            self._run(key, event, request_id)
+        except Exception as exc:
+            # The message may carry request data or tokens: log where, not what.
+            log.error(
+                "async invocation failed",
+                extra={
+                    "function": key,
+                    "requestId": request_id,
+                    "errorType": type(exc).__name__,
+                    "where": _where(exc),
+                },
+            )
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` s for running invocations, then stop the pool.
+
+        Returns False when some were still running (their threads finish on their own).
+        """
+        with self._lock:
+            self._closed = True
+            pending = set(self._pending)
+        _, not_done = concurrent.futures.wait(pending, timeout=timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        return not not_done
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _run(self, key: str, event: Any, request_id: str) -> Any:
+        assert self._app is not None
+        context = LambdaContext(
+            function_name=key,
+            memory_size=self.memory_limit_in_mb,
+            max_runtime_ms=int(self.timeout_s * 1000),
+        )
+        context.aws_request_id = request_id
+        context.invoked_function_arn = self.arn(key)
+        # Lambda hands the function a JSON document, never the caller's objects.
+        result = self._app.handler_map[key](json.loads(json.dumps(event)), context)
+        try:
+            return json.loads(json.dumps(result))
+        except (TypeError, ValueError) as exc:
+            raise MarshalError(f"Unable to marshal response: {exc}") from None
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+
+
+def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
+    """The body Lambda returns for an unhandled error of a Python function."""
+    error_type = "Runtime.MarshalError" if isinstance(exc, MarshalError) else type(exc).__name__
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+    }
+
+
+# -- the Invoke API over HTTP --------------------------------------------------------------
+
+LAMBDAS_KEY = web.AppKey("local_lambdas", LocalLambdas)
+
+
+def _client_error(status: int, error_type: str, message: str) -> web.Response:
+    # botocore's rest-json parser takes the error code from x-amzn-ErrorType.
+    return web.json_response(
+        {"Type": "User", "message": message},
+        status=status,
+        headers={"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+async def _handle_invoke(request: web.Request) -> web.Response:
+    lambdas = request.app[LAMBDAS_KEY]
+    name = request.match_info["name"]
+    invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if invocation_type not in ("RequestResponse", "Event", "DryRun"):
+        return _client_error(
+            400, "InvalidParameterValueException", f"Unknown invocation type {invocation_type}"
+        )
+    try:
+        lambdas.resolve(name)
+    except ResourceNotFoundException as exc:
+        return _client_error(404, "ResourceNotFoundException", str(exc))
+    raw = await request.read()
+    try:
+        event = json.loads(raw) if raw else {}
+    except ValueError:
+        return _client_error(
+            400, "InvalidRequestContentException", "Could not parse request body into json"
+        )
+    request_id = str(uuid.uuid4())
+    headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST"}
+    if invocation_type == "DryRun":
+        return web.Response(status=204, headers=headers)
+    if invocation_type == "Event":
+        lambdas.invoke_async(name, event, request_id)
+        return web.Response(status=202, headers=headers)
+    try:
+        result = await lambdas.run(name, event, request_id=request_id)
+    except Exception as exc:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+        return web.json_response(error_payload(exc, request_id), headers=headers)
+    return web.Response(
+        body=json.dumps(result).encode("utf-8"),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def create_lambda_api(lambdas: LocalLambdas) -> web.Application:
+    """Lambda's Invoke API for ``lambdas`` as an aiohttp application."""
+    app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
+    app[LAMBDAS_KEY] = lambdas
+    app.router.add_post("/2015-03-31/functions/{name}/invocations", _handle_invoke)
+    return app
+
+
+class LambdaApi:
+    """Serves :func:`create_lambda_api` (same lifecycle as the other emulators)."""
+
+    def __init__(self, lambdas: LocalLambdas) -> None:
+        self.lambdas = lambdas
+        self._runner: web.AppRunner | None = None
+        self._endpoint: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``http://host:port/`` while serving (what ``AWS_ENDPOINT_URL_LAMBDA`` takes)."""
+        if self._endpoint is None:
+            raise RuntimeError("The Lambda API is not serving; start() it first.")
+        return self._endpoint
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        if self._runner is not None:
+            raise RuntimeError("The Lambda API is already serving; stop() it first.")
+        runner = web.AppRunner(
+            create_lambda_api(self.lambdas), access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        actual_port = int(runner.addresses[0][1])
+        url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        self._endpoint = f"http://{url_host}:{actual_port}/"
+        return actual_port
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._endpoint = None
