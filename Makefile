@@ -11,7 +11,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-python lint synth deploy clean
+.PHONY: install run test test-python lint synth deploy bench clean
 
 install: $(PY_STAMP) $(CDK_STAMP)
 
@@ -35,6 +35,9 @@ test-python: $(PY_STAMP)
 	$(BIN)/pytest
 
 test: install lint test-python
+
+bench: $(PY_STAMP)
+	$(BIN)/python -m bench.ws_latency
 
 synth: install
 	cd cdk && npx cdk synth --quiet
