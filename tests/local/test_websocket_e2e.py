@@ -201,3 +201,12 @@ def test_a_message_over_128_kb_closes_the_connection_with_1009(cloud, token):
         with pytest.raises(ConnectionClosed) as exc:
             ws.recv(timeout=RECV_TIMEOUT_S)
     assert exc.value.rcvd is not None and exc.value.rcvd.code == 1009
+
+
+def test_the_token_never_appears_in_the_logs(cloud, token):
+    with open_ws(cloud, token) as ws:
+        collect(ws, start(ws, f"Log check {uuid.uuid4()} [tokens=5]"))
+    output = "\n".join(cloud.drain_output())
+    assert "stream finished" in output  # the app's logs are in this output
+    assert token not in output
+    assert token.split(".")[1] not in output  # not even the payload part
