@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,89 +15,8 @@ from botocore.exceptions import ClientError
 
 from chalicelib.frames import FrameBuilder
 from chalicelib.jwt_verify import JwksCache, JwtVerifier
-from chalicelib.settings import Settings
-from chalicelib.stream_store import StreamStore
 from local.simulated_model import answer_text, request_for_prompt
-
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 60
-CREDS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-
-
-class Cloud:
-    """A running ``python -m local`` process and what it printed."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.endpoints_file = tmp / "endpoints.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "local",
-                "--port-base",
-                "0",
-                "--endpoints-file",
-                str(self.endpoints_file),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        try:
-            self._wait_for("READY", START_TIMEOUT_S)
-        except BaseException:
-            self.proc.kill()
-            raise
-        self.ep: dict[str, Any] = json.loads(self.endpoints_file.read_text())
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def _wait_for(self, text: str, timeout: float) -> None:
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {text!r} within {timeout}s: {self.output}") from None
-            self.output.append(line)
-            if line == text:
-                return
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-    def cognito(self) -> Any:
-        c = self.ep["cognito"]
-        return boto3.client(
-            "cognito-idp", region_name=c["region"], endpoint_url=c["endpoint"], **CREDS
-        )
-
-    def sign_in(self, username: str, password: str) -> dict[str, str]:
-        return self.cognito().initiate_auth(
-            ClientId=self.ep["cognito"]["clientId"],
-            AuthFlow="USER_PASSWORD_AUTH",
-            AuthParameters={"USERNAME": username, "PASSWORD": password},
-        )["AuthenticationResult"]
-
-    def store(self) -> StreamStore:
-        ddb = boto3.client(
-            "dynamodb", region_name="us-east-1", endpoint_url=self.ep["aws"], **CREDS
-        )
-        return StreamStore(Settings(), client_factory=lambda: ddb)
+from tests.support.cloud import CREDS, Cloud
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +28,12 @@ def cloud(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def user_token(cloud) -> str:
-    return cloud.sign_in(cloud.ep["user"]["username"], cloud.ep["user"]["password"])["IdToken"]
+    return cloud.user_token()
 
 
 @pytest.fixture(scope="module")
 def other_token(cloud) -> str:
-    pool = cloud.ep["cognito"]["userPoolId"]
-    idp = cloud.cognito()
-    idp.admin_create_user(UserPoolId=pool, Username="mallory", MessageAction="SUPPRESS")
-    idp.admin_set_user_password(
-        UserPoolId=pool, Username="mallory", Password="Mallory-pass-1", Permanent=True
-    )
-    return cloud.sign_in("mallory", "Mallory-pass-1")["IdToken"]
+    return cloud.add_user("mallory", "Mallory-pass-1")
 
 
 def get(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -241,7 +147,7 @@ def test_ctrl_c_stops_every_service_cleanly(tmp_path):
     urls = [c.ep["rest"], c.ep["bedrock"], c.ep["aws"], c.ep["cognito"]["endpoint"]]
     assert all(_port_open(u) for u in urls)
     assert c.stop() == 0
-    c._wait_for("Stopped.", 5)
+    c.wait_for("Stopped.", 5)
     assert not any(_port_open(u) for u in urls)
 
 
