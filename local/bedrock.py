@@ -41,7 +41,6 @@ import contextlib
 import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -51,6 +50,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from local import eventstream
+from local.http_service import JsonClient, Served
 from local.simulated_model import Generation, InvalidRequest, generate, prompt_hash, validate
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -184,44 +184,25 @@ class BedrockEmulator:
         self._log: list[StreamRecord] = []
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)  # notified when a stream ends
-        self._runner: web.AppRunner | None = None
-        self._endpoint: str | None = None
+        self._served = Served("Bedrock emulator")
 
     # -- serving ---------------------------------------------------------------------------
 
     @property
     def endpoint(self) -> str:
         """``http://host:port/`` while serving."""
-        if self._endpoint is None:
-            raise RuntimeError("The emulator is not serving; start() it first.")
-        return self._endpoint
+        return self._served.endpoint
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the actual port."""
-        if self._runner is not None:
-            raise RuntimeError("The emulator is already serving; stop() it first.")
         # handler_cancellation: a client disconnect cancels the handler at once, which is
         # what makes closedAt accurate to about a millisecond.
-        runner = web.AppRunner(
-            create_app(self), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        return await self._served.start(
+            create_app(self), host, port, handler_cancellation=True, shutdown_timeout=1.0
         )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        actual_port = int(runner.addresses[0][1])
-        url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        self._endpoint = f"http://{url_host}:{actual_port}/"
-        return actual_port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._endpoint = None
+        await self._served.stop()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -646,36 +627,21 @@ class EmulatorThread:
         self.stop()
 
 
-class EmulatorControl:
+class EmulatorControl(JsonClient):
     """A tiny synchronous client for the control routes (tests, bench, orchestrator)."""
-
-    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read())
 
     def faults(self, **fields: Any) -> dict[str, Any]:
         """POST /_emulator/faults with the given fields (wire names, e.g. ``throttle=2``)."""
-        return self._call("POST", "/_emulator/faults", fields)
+        return self.call("POST", "/_emulator/faults", fields)
 
     def reset(self) -> dict[str, Any]:
         return self.faults(reset=True)
 
     def streams(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/_emulator/streams")["streams"])
+        return list(self.call("GET", "/_emulator/streams")["streams"])
 
     def clear_streams(self) -> int:
-        return int(self._call("DELETE", "/_emulator/streams")["cleared"])
+        return int(self.call("DELETE", "/_emulator/streams")["cleared"])
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

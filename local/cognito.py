@@ -47,6 +47,8 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from local.http_service import Served
+
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."
@@ -356,8 +358,7 @@ class CognitoEmulator:
         self._refresh_tokens: dict[str, _RefreshRecord] = {}
         self._sessions: dict[str, _Session] = {}
         self._challenges: dict[str, _Challenge] = {}
-        self._runner: web.AppRunner | None = None
-        self._endpoint: str | None = None
+        self._served = Served("Cognito emulator")
         self._operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "CreateUserPool": self._create_user_pool,
             "CreateUserPoolClient": self._create_user_pool_client,
@@ -380,9 +381,7 @@ class CognitoEmulator:
     @property
     def endpoint(self) -> str:
         """The URL SDKs use as the Cognito endpoint (``http://127.0.0.1:PORT/``)."""
-        if self._endpoint is None:
-            raise RuntimeError("The emulator is not serving; await start() first.")
-        return self._endpoint
+        return self._served.endpoint
 
     @property
     def issuer_base(self) -> str:
@@ -516,32 +515,14 @@ class CognitoEmulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the actual port."""
-        if self._runner is not None:
-            raise RuntimeError("The emulator is already serving; stop() it first.")
-        runner = web.AppRunner(self._make_app(), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        actual_port = int(runner.addresses[0][1])
-        url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        if ":" in url_host:
-            url_host = f"[{url_host}]"
-        self._endpoint = f"http://{url_host}:{actual_port}/"
+        actual_port = await self._served.start(self._make_app(), host, port)
         if self._explicit_issuer_base is None:
-            self._issuer_base = f"http://{url_host}:{actual_port}"
-        log.info("local Cognito listening on %s (kid %s)", self._endpoint, self.kid)
+            self._issuer_base = self._served.endpoint.rstrip("/")
+        log.info("local Cognito listening on %s (kid %s)", self._served.endpoint, self.kid)
         return actual_port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._endpoint = None
+        await self._served.stop()
 
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._cors_middleware])

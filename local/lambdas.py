@@ -42,6 +42,8 @@ from aiohttp import web
 from chalice.app import Chalice
 from chalice.local import LambdaContext
 
+from local.http_service import Served
+
 log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"
@@ -338,36 +340,17 @@ class LambdaApi:
 
     def __init__(self, lambdas: LocalLambdas) -> None:
         self.lambdas = lambdas
-        self._runner: web.AppRunner | None = None
-        self._endpoint: str | None = None
+        self._served = Served("Lambda API")
 
     @property
     def endpoint(self) -> str:
         """``http://host:port/`` while serving (what ``AWS_ENDPOINT_URL_LAMBDA`` takes)."""
-        if self._endpoint is None:
-            raise RuntimeError("The Lambda API is not serving; start() it first.")
-        return self._endpoint
+        return self._served.endpoint
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        if self._runner is not None:
-            raise RuntimeError("The Lambda API is already serving; stop() it first.")
-        runner = web.AppRunner(
-            create_lambda_api(self.lambdas), access_log=None, shutdown_timeout=1.0
+        return await self._served.start(
+            create_lambda_api(self.lambdas), host, port, shutdown_timeout=1.0
         )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        actual_port = int(runner.addresses[0][1])
-        url_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        self._endpoint = f"http://{url_host}:{actual_port}/"
-        return actual_port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._endpoint = None
+        await self._served.stop()

@@ -63,7 +63,6 @@ import secrets
 import struct
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +71,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
+from local.http_service import JsonClient, Served
 from local.lambdas import LocalLambdas
 
 log = logging.getLogger(__name__)
@@ -430,32 +430,30 @@ class WebSocketGateway:
         self._faults_lock = threading.Lock()
         self._connections: dict[str, _Connection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self._host = "127.0.0.1"
-        self._port: int | None = None
+        self._served = Served("gateway")
         self._stopping = False
 
     # -- serving ---------------------------------------------------------------------------
 
     @property
+    def http_url(self) -> str:
+        return self._served.endpoint
+
+    @property
     def port(self) -> int:
-        if self._port is None:
+        if self._served.port is None:
             raise RuntimeError("The gateway is not serving; start() it first.")
-        return self._port
+        return self._served.port
 
     @property
     def url(self) -> str:
         """What clients connect to: ``ws://host:port/``."""
-        return f"ws://{self._host}:{self.port}/"
+        return "ws://" + self.http_url.removeprefix("http://")
 
     @property
     def management_url(self) -> str:
         """The ``@connections`` endpoint with the stage (boto3's ``endpoint_url``)."""
-        return f"http://{self._host}:{self.port}/{self.stage}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._host}:{self.port}/"
+        return f"{self.http_url}{self.stage}"
 
     @property
     def control(self) -> GatewayControl:
@@ -463,27 +461,15 @@ class WebSocketGateway:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the actual port."""
-        if self._runner is not None:
-            raise RuntimeError("The gateway is already serving; stop() it first.")
         logging.getLogger("aiohttp.websocket").addFilter(_DROP_PROTOCOLS_WARNING)
-        runner = web.AppRunner(self._create_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        actual_port = await self._served.start(self._create_app(), host, port, shutdown_timeout=1.0)
         self._stopping = False
-        self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        self._port = int(runner.addresses[0][1])
         log.info("local WebSocket gateway listening on %s", self.url)
-        return self._port
+        return actual_port
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Close every socket (1001) and run its ``$disconnect``, then stop serving."""
-        runner, self._runner = self._runner, None
-        if runner is None:
+        if not self._served.serving:
             return
         self._stopping = True
         conns = list(self._connections.values())
@@ -498,8 +484,7 @@ class WebSocketGateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await runner.cleanup()
-        self._port = None
+        await self._served.stop()
 
     def _create_app(self) -> web.Application:
         # Large enough to read an oversized POST and answer 413 as API Gateway does.
@@ -945,30 +930,15 @@ class WebSocketGateway:
         return web.json_response({"connections": self.connections()})
 
 
-class GatewayControl:
+class GatewayControl(JsonClient):
     """A small synchronous client for the control routes (tests, bench)."""
-
-    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read())
 
     def faults(self, **fields: Any) -> dict[str, Any]:
         """POST /_gateway/faults with wire names, e.g. ``faults(limitExceeded=1)``."""
-        return dict(self._call("POST", "/_gateway/faults", fields)["faults"])
+        return dict(self.call("POST", "/_gateway/faults", fields)["faults"])
 
     def reset(self) -> dict[str, Any]:
         return self.faults(reset=True)
 
     def connections(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/_gateway/connections")["connections"])
+        return list(self.call("GET", "/_gateway/connections")["connections"])
