@@ -374,27 +374,9 @@ class StreamStore:
         producer reads the connection in the same write that advances
         ``deliveredSeq`` (see ``mark_delivered``). So nothing is lost or sent twice.
         """
-        try:
-            resp = self.client.update_item(
-                TableName=self._streams,
-                Key=_stream_key(stream_id),
-                UpdateExpression="SET connectionId = :c",
-                ConditionExpression="#owner = :owner AND expiresAt > :now",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={
-                    ":c": {"S": connection_id},
-                    ":owner": {"S": owner},
-                    ":now": {"N": str(int(self._clock()))},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                raise StreamError(
-                    ErrorCode.NOT_FOUND, f"Stream {stream_id} was not found."
-                ) from None
-            raise
-        return _record(resp["Attributes"])
+        return self._update_owned(
+            stream_id, owner, "SET connectionId = :c", {":c": {"S": connection_id}}
+        )
 
     def mark_delivered(self, stream_id: str, seq: int) -> str | None:
         """Record that frame ``seq`` (already stored) is being delivered; returns the
@@ -500,15 +482,23 @@ class StreamStore:
 
     def request_cancel(self, stream_id: str, owner: str) -> StreamRecord:
         """Set the cancel flag of the owner's stream. Harmless when repeated or ended."""
+        return self._update_owned(
+            stream_id, owner, "SET cancelRequested = :t", {":t": {"BOOL": True}}
+        )
+
+    def _update_owned(
+        self, stream_id: str, owner: str, update: str, values: dict[str, Any]
+    ) -> StreamRecord:
+        """Update the owner's live stream; NOT_FOUND for anyone else's or a missing one."""
         try:
             resp = self.client.update_item(
                 TableName=self._streams,
                 Key=_stream_key(stream_id),
-                UpdateExpression="SET cancelRequested = :t",
+                UpdateExpression=update,
                 ConditionExpression="#owner = :owner AND expiresAt > :now",
                 ExpressionAttributeNames={"#owner": "owner"},
                 ExpressionAttributeValues={
-                    ":t": {"BOOL": True},
+                    **values,
                     ":owner": {"S": owner},
                     ":now": {"N": str(int(self._clock()))},
                 },
