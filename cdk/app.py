@@ -1,6 +1,9 @@
 """CDK entry point: ``cd cdk && npx cdk synth`` (or ``../.venv/bin/python app.py``).
 
-Context (``-c name=value``): modelId, allowedOrigin, logLevel, threatProtection.
+Context (``-c name=value``): modelId, allowedOrigin, logLevel, threatProtection,
+streamReservedConcurrency (an integer, or "none" for no reservation).
+
+node_function/ must hold index.mjs and its installed dependencies (`npm ci --omit=dev`).
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
         f"Local cloud is up ({started_in:.1f} s). Endpoints (also in {path}):",
         f"  REST API        {endpoints['rest']}",
         f"  WebSocket       {endpoints['websocket']}",
+        f"  Function URL    {endpoints['functionUrl'] or 'not running (see the warning above)'}",
         f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
         f"  Bedrock (local simulated model)  {endpoints['bedrock']}",
         f"  DynamoDB + SQS  {endpoints['aws']}",

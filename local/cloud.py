@@ -7,7 +7,9 @@ One process, one object. ``LocalCloud.start`` brings up, in order:
 3. the Bedrock emulator (simulated model);
 4. Lambda's Invoke API and the WebSocket gateway, serving before the app exists
    (their URLs are part of its environment; functions are looked up per call);
-5. the Chalice app, imported with its environment pointed at the above: its
+5. the Function URL host: ``node_function/index.mjs`` under Node with Lambda's
+   streaming interface (``local/function_url_host.mjs``), given the app's environment;
+6. the Chalice app, imported with its environment pointed at the above: its
    routes on the REST server and its functions attached to the local Lambdas,
    one app object, so routes and functions share one process state.
 
@@ -22,7 +24,9 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,8 @@ REGION = "us-east-1"
 # Credentials for the local endpoints only; no AWS account is involved.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 # Append only: a service's port is port_base + its index here.
-SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket")
+SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket", "function_url")
+NODE_FUNCTION_DIR = ROOT / "node_function"
 
 
 @dataclass
@@ -57,6 +62,9 @@ class CloudOptions:
     model: dict[str, Any] = field(default_factory=dict)
     # API Gateway's WebSocket quotas; tests shorten them.
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
+    # The Function URL's CORS allowed origins. Any origin locally: everything is on
+    # loopback, and `make run` will serve the client from the same loopback host.
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
 
 
 def _port(options: CloudOptions, service: str) -> int:
@@ -91,6 +99,7 @@ class LocalCloud:
         self._lambdas: Any = None
         self._lambda_api: Any = None
         self._gateway: Any = None
+        self._function_url: Any = None
         self._saved_env: dict[str, str | None] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -106,8 +115,12 @@ class LocalCloud:
             bedrock_url = self._start_bedrock()
             lambda_url = self._start_lambdas()
             self._start_gateway()
-            self._set_app_env(aws_url, bedrock_url, identity, lambda_url)
+            app_env = self._set_app_env(aws_url, bedrock_url, identity, lambda_url)
             self._provision(aws_url)
+            # Before the app is imported: GET /config publishes this URL.
+            function_url = self._start_function_url(app_env)
+            if function_url is not None:
+                self._export_env({"PUBLIC_FUNCTION_URL": function_url})
             rest_url = self._start_rest()
         except BaseException:
             self.stop()
@@ -115,7 +128,7 @@ class LocalCloud:
         self.endpoints = {
             "client": None,
             "rest": rest_url,
-            "functionUrl": None,
+            "functionUrl": function_url,
             "websocket": self._gateway.url,
             "appsync": None,
             "cognito": {
@@ -139,6 +152,10 @@ class LocalCloud:
 
     def stop(self) -> None:
         """Stop every service; safe to call more than once and after a failed start."""
+        # The Function URL first: its invocations still use DynamoDB, Cognito and Bedrock.
+        if self._function_url is not None:
+            self._function_url.stop()
+            self._function_url = None
         # The gateway first: its $disconnect handlers still need DynamoDB.
         if self._loop is not None:
             for server in (self._gateway, self._lambda_api):
@@ -247,7 +264,7 @@ class LocalCloud:
 
     def _set_app_env(
         self, aws_url: str, bedrock_url: str, identity: dict[str, str], lambda_url: str
-    ) -> None:
+    ) -> dict[str, str]:
         env = {
             **LOCAL_CREDENTIALS,
             "AWS_DEFAULT_REGION": REGION,
@@ -268,6 +285,11 @@ class LocalCloud:
             "POWERTOOLS_SERVICE_NAME": "llm-stream",
             **self.options.app_env,
         }
+        self._export_env(env)
+        return env
+
+    def _export_env(self, env: Mapping[str, str]) -> None:
+        """Set ``env`` in this process (the app reads it); ``stop`` restores the old values."""
         for key, value in env.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
@@ -278,6 +300,42 @@ class LocalCloud:
 
         ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_url)
         create_tables(ddb, Settings.from_env())
+
+    def _start_function_url(self, app_env: Mapping[str, str]) -> str | None:
+        """Serve ``node_function`` as a Function URL; None (and a warning) if it can't be."""
+        from chalicelib.settings import Settings
+        from local.function_url import FunctionUrlHost
+
+        handler = NODE_FUNCTION_DIR / "index.mjs"
+        # Written separately from the rest: until it is there the other transports still work.
+        problem = None
+        if not handler.is_file():
+            problem = f"{handler} does not exist"
+        elif not (NODE_FUNCTION_DIR / "node_modules").is_dir():
+            problem = f"{NODE_FUNCTION_DIR / 'node_modules'} is missing (run `make install`)"
+        elif shutil.which("node") is None:
+            problem = "Node.js (node) is not on PATH"
+        if problem is not None:
+            log.warning("The Function URL is not served: %s.", problem)
+            return None
+        settings = Settings.from_env()
+        env = {
+            # What the CDK stack gives every function, resolved as the Python app does, so
+            # both runtimes use the same tables and model even where the app uses defaults.
+            "STREAMS_TABLE": settings.streams_table,
+            "FRAMES_TABLE": settings.frames_table,
+            "MODEL_ID": settings.model_id,
+            **app_env,
+        }
+        self._function_url = FunctionUrlHost(
+            handler,
+            env,
+            self.options.cors_origins,
+            self.options.host,
+            _port(self.options, "function_url"),
+            function_name="llm-stream-function-url",
+        )
+        return self._function_url.start()
 
     def _start_rest(self) -> str:
         from chalicelib import services

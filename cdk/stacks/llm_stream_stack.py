@@ -1,9 +1,10 @@
 """The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API, WebSocket API and their
-Python Lambdas), the Cognito user pool and app client, and the two stream-store tables.
+Python Lambdas), the Node.js streaming Lambda behind a Function URL (architecture 1), the
+Cognito user pool and app client, and the two stream-store tables.
 
 Chalice has no WebSocket authorizer; this stack adds the ``$connect`` REQUEST authorizer, makes
 the WebSocket stage auto-deploy, and scopes ``@connections`` and generator-invoke permissions.
-Later issues add AppSync, SQS and the Node.js Function URL.
+Later issues add AppSync and SQS.
 
 Settings reach the Python Lambdas only through ``stage_config["environment_variables"]``:
 the Chalice construct names its stage after the stack path, so the stages of
@@ -13,6 +14,7 @@ the Chalice construct names its stage after the stack path, so the stages of
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -83,6 +85,39 @@ _CfnT = TypeVar("_CfnT", bound=cdk.CfnResource)
 # Modules of the Chalice project that its packaging imports (see _chalice_packaging).
 _APP_MODULES = ("app", "chalicelib")
 
+# The Node.js streaming Lambda (architecture 1): response streaming is native only on the
+# Node.js managed runtimes. The newest aws-cdk-lib offers, which cdk-nag's AwsSolutions-L1 wants.
+NODE_RUNTIME = lambda_.Runtime.NODEJS_24_X
+NODE_HANDLER = "index.handler"
+NODE_ENTRY_FILE = "index.mjs"
+# Not shipped: the function's tests, local npm settings (may hold registry tokens), coverage.
+NODE_ASSET_EXCLUDE = ("test", "test/**", "*.test.mjs", ".npmrc", "coverage")
+STREAM_FUNCTION_TIMEOUT_S = 900  # Lambda's maximum: one invocation streams a whole generation
+DEFAULT_STREAM_RESERVED_CONCURRENCY = 20
+# Request headers a browser may send to the Function URL (one per entry, C6): the ID token,
+# the JSON body, and the SSE resume position.
+FUNCTION_URL_ALLOWED_HEADERS = ("authorization", "content-type", "last-event-id")
+FUNCTION_URL_CORS_MAX_AGE_S = 600
+# Python level names (LOG_LEVEL) as Lambda's application log levels (JSON log format).
+_APPLICATION_LOG_LEVELS = {
+    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
+    "INFO": lambda_.ApplicationLogLevel.INFO,
+    "WARNING": lambda_.ApplicationLogLevel.WARN,
+    "ERROR": lambda_.ApplicationLogLevel.ERROR,
+    "CRITICAL": lambda_.ApplicationLogLevel.FATAL,
+}
+
+
+def _context_optional_int(value: Any, default: int | None) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() in {"none", "off", ""}:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an integer or 'none', got {value!r}") from None
+
 
 def _context_bool(value: Any, default: bool) -> bool:
     if value is None:
@@ -108,6 +143,11 @@ class LlmStreamProps:
     threat_protection: bool = True  # context: threatProtection
     lambda_timeout_s: int = 30  # API Gateway's REST integration timeout is 29 s
     lambda_memory_mb: int = 512  # more memory = more CPU = faster cold start (crypto, powertools)
+    stream_memory_mb: int = 512  # the Node.js streaming Lambda
+    # Caps the Node.js streaming Lambda's concurrent generations (each up to 15 min of Bedrock
+    # tokens), bounding cost. None: no reservation (accounts whose concurrency quota is still
+    # the new-account default cannot reserve any). Context: streamReservedConcurrency ("none").
+    stream_reserved_concurrency: int | None = DEFAULT_STREAM_RESERVED_CONCURRENCY
 
     def __post_init__(self) -> None:
         if not _MODEL_ID_RE.match(self.model_id):
@@ -123,6 +163,12 @@ class LlmStreamProps:
             )
         if self.log_level not in _LOG_LEVELS:
             raise ValueError(f"logLevel must be one of {sorted(_LOG_LEVELS)}")
+        concurrency = self.stream_reserved_concurrency
+        if concurrency is not None and not 1 <= concurrency <= 1000:
+            # 0 would throttle every request; Lambda's default account quota is 1000.
+            raise ValueError(
+                f"streamReservedConcurrency must be 1..1000 or none, got {concurrency!r}"
+            )
 
     @classmethod
     def from_context(cls, scope: Construct) -> LlmStreamProps:
@@ -132,6 +178,10 @@ class LlmStreamProps:
             allowed_origin=node.try_get_context("allowedOrigin") or DEFAULT_ALLOWED_ORIGIN,
             log_level=(node.try_get_context("logLevel") or DEFAULT_LOG_LEVEL).upper(),
             threat_protection=_context_bool(node.try_get_context("threatProtection"), True),
+            stream_reserved_concurrency=_context_optional_int(
+                node.try_get_context("streamReservedConcurrency"),
+                DEFAULT_STREAM_RESERVED_CONCURRENCY,
+            ),
         )
 
 
@@ -157,6 +207,39 @@ def nag_text(value: Any) -> str:
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
     raise ValueError(f"cannot name {value!r} as cdk-nag does")
+
+
+def check_node_function_dir(path: str | os.PathLike[str], *, require_dependencies: bool) -> Path:
+    """The Node.js function's directory, checked so that synth fails rather than deploying a
+    function that cannot start.
+
+    ``index.mjs`` (the handler) must exist. With ``require_dependencies``, so must every
+    dependency of its ``package.json`` in ``node_modules`` (the asset ships ``node_modules``
+    as it is: nothing is bundled at synth). The unit-test synth turns that part off, so that it
+    does not depend on ``npm ci`` in node_function having run first.
+    """
+    directory = Path(path).resolve()
+    if not (directory / NODE_ENTRY_FILE).is_file():
+        raise FileNotFoundError(
+            f"{directory / NODE_ENTRY_FILE} not found: the Function URL's Node.js handler "
+            f"({NODE_HANDLER}) is missing"
+        )
+    if require_dependencies:
+        manifest = directory / "package.json"
+        dependencies = (
+            json.loads(manifest.read_text()).get("dependencies", {}) if manifest.is_file() else {}
+        )
+        missing = [
+            name
+            for name in sorted(dependencies)
+            if not (directory / "node_modules" / name / "package.json").is_file()
+        ]
+        if missing:
+            raise RuntimeError(
+                f"{directory}: dependencies not installed ({', '.join(missing)}); run "
+                "`npm ci --omit=dev` there before synth, or the function fails at its first import"
+            )
+    return directory
 
 
 def _is_app_module(name: str) -> bool:
@@ -231,7 +314,12 @@ def _chalice_packaging(source_dir: str, runtime: str) -> Iterator[None]:
 
 
 class LlmStreamStack(cdk.Stack):
-    """Chalice REST and WebSocket APIs + Lambdas, Cognito, and the DynamoDB stream store."""
+    """Chalice REST and WebSocket APIs + Lambdas, the Node.js Function URL, Cognito, and the
+    DynamoDB stream store.
+
+    ``node_function_dir`` defaults to ``<source_dir>/node_function``; ``require_node_modules``
+    (see :func:`check_node_function_dir`) is on except in the unit-test synth.
+    """
 
     def __init__(
         self,
@@ -240,10 +328,16 @@ class LlmStreamStack(cdk.Stack):
         *,
         props: LlmStreamProps | None = None,
         source_dir: str | os.PathLike[str] = REPO_ROOT,
+        node_function_dir: str | os.PathLike[str] | None = None,
+        require_node_modules: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.props = props or LlmStreamProps.from_context(self)
+        node_dir = check_node_function_dir(
+            Path(source_dir) / "node_function" if node_function_dir is None else node_function_dir,
+            require_dependencies=require_node_modules,
+        )
 
         self.streams_table = self._table("StreamsTable", STREAMS_TABLE_SCHEMA)
         self.frames_table = self._table("FramesTable", FRAMES_TABLE_SCHEMA)
@@ -295,12 +389,22 @@ class LlmStreamStack(cdk.Stack):
         # Only the generator calls Bedrock.
         self._grant_bedrock(self.generator_role)
 
-        environment = {
+        # Settings every function reads (Python and Node.js alike).
+        shared_environment = {
             "STREAMS_TABLE": self.streams_table.table_name,
             "FRAMES_TABLE": self.frames_table.table_name,
             "MODEL_ID": self.props.model_id,
             "USER_POOL_ID": self.user_pool.user_pool_id,
             "USER_POOL_CLIENT_ID": self.user_pool_client.user_pool_client_id,
+        }
+        # Built before the Chalice app, and from nothing of it: the Chalice functions name its
+        # URL (PUBLIC_FUNCTION_URL), so the reverse would be a CloudFormation cycle.
+        self.stream_function, self.function_url = self._stream_function(
+            node_dir, shared_environment
+        )
+
+        environment = {
+            **shared_environment,
             "CORS_ALLOW_ORIGIN": self.props.allowed_origin,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "LOG_LEVEL": self.props.log_level,
@@ -331,6 +435,11 @@ class LlmStreamStack(cdk.Stack):
         self._grant_websocket(functions)
         self.function_log_groups = self._configure_functions(functions)
         self._websocket_settings(functions)
+        for function in functions.values():
+            # GET /config publishes it, so clients need no hand-copied URL.
+            function.add_property_override(
+                "Environment.Variables.PUBLIC_FUNCTION_URL", self.function_url.url
+            )
         self.websocket_authorizer = self._websocket_authorizer(functions[WS_AUTHORIZER_FUNCTION])
         self._websocket_stage()
         self._generator_async_config(functions)
@@ -456,6 +565,65 @@ class LlmStreamStack(cdk.Stack):
     def _grant_bedrock(self, role: iam.Role) -> None:
         for statement in self._bedrock_statements():
             role.add_to_policy(statement)
+
+    # -- the Node.js Function URL (architecture 1) --------------------------------------------
+
+    def _stream_function(
+        self, code_dir: Path, environment: Mapping[str, str]
+    ) -> tuple[lambda_.Function, lambda_.FunctionUrl]:
+        """The Node.js Lambda that streams one generation as SSE over its Function URL."""
+        self.stream_function_role = role = iam.Role(
+            self,
+            "StreamFunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="llm-stream Function URL streamer: stream store, one Bedrock model, logs",
+        )
+        self.streams_table.grant_read_write_data(role)
+        self.frames_table.grant_read_write_data(role)
+        self._grant_bedrock(role)
+        log_group = logs.LogGroup(
+            self,
+            "StreamFunctionLogGroup",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            self,
+            "StreamFunction",
+            description="llm-stream architecture 1: Bedrock ConverseStream as SSE (Function URL)",
+            runtime=NODE_RUNTIME,
+            handler=NODE_HANDLER,
+            # As installed (npm ci): node_modules included, nothing bundled at synth.
+            code=lambda_.Code.from_asset(str(code_dir), exclude=list(NODE_ASSET_EXCLUDE)),
+            role=role,
+            memory_size=self.props.stream_memory_mb,
+            timeout=cdk.Duration.seconds(STREAM_FUNCTION_TIMEOUT_S),
+            reserved_concurrent_executions=self.props.stream_reserved_concurrency,
+            environment=dict(environment),
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=_APPLICATION_LOG_LEVELS[self.props.log_level],
+        )
+        # Auth NONE is deliberate: a Function URL offers only AWS_IAM (SigV4, which a browser
+        # with a Cognito ID token cannot sign) or NONE, so the handler verifies the Cognito ID
+        # token itself (DESIGN §3) before it streams anything. CDK adds the two resource-policy
+        # statements a new NONE-auth URL needs (since October 2025): lambda:InvokeFunctionUrl
+        # with FunctionUrlAuthType NONE, and lambda:InvokeFunction with InvokedViaFunctionUrl,
+        # so principal "*" can invoke through the URL only, never through the Invoke API.
+        url = function.add_function_url(
+            auth_type=lambda_.FunctionUrlAuthType.NONE,
+            invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
+            # Lambda answers preflight and adds the CORS headers itself; the handler must not
+            # add its own (duplicate Access-Control-Allow-Origin, research C6).
+            cors=lambda_.FunctionUrlCorsOptions(
+                allowed_origins=[self.props.allowed_origin],  # one origin, never "*"
+                allowed_methods=[lambda_.HttpMethod.GET, lambda_.HttpMethod.POST],
+                allowed_headers=list(FUNCTION_URL_ALLOWED_HEADERS),
+                max_age=cdk.Duration.seconds(FUNCTION_URL_CORS_MAX_AGE_S),
+            ),
+        )
+        return function, url
 
     # -- the Chalice functions ---------------------------------------------------------------
 
@@ -704,6 +872,15 @@ class LlmStreamStack(cdk.Stack):
                 "(Sec-WebSocket-Protocol)"
             ),
         )
+        cdk.CfnOutput(
+            self,
+            "FunctionUrl",
+            value=self.function_url.url,
+            description=(
+                "Function URL (SSE): POST a start request, or GET ?streamId= to resume, with "
+                "Authorization: Bearer <ID token>"
+            ),
+        )
         cdk.CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
         cdk.CfnOutput(self, "UserPoolClientId", value=self.user_pool_client.user_pool_client_id)
         cdk.CfnOutput(self, "Region", value=self.region)
@@ -737,18 +914,20 @@ class LlmStreamStack(cdk.Stack):
         geo, base_model_id = split_inference_profile(self.props.model_id)
         if geo is not None:
             finding = f"Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/{base_model_id}"
-            cdk.Validations.of(self.generator_role).acknowledge(
-                cdk.Acknowledgment(
-                    id=f"AwsSolutions-IAM5[{finding}]",
-                    reason=(
-                        "The Region of the foundation-model ARN is a wildcard because the "
-                        f"cross-Region inference profile {self.props.model_id} runs the model "
-                        "in any of its destination Regions, a set AWS may extend. The model "
-                        "itself is fixed, and a bedrock:InferenceProfileArn condition admits it "
-                        "only through that one inference profile."
-                    ),
+            # The two roles that call Bedrock: the WebSocket generator and the streamer.
+            for role in (self.generator_role, self.stream_function_role):
+                cdk.Validations.of(role).acknowledge(
+                    cdk.Acknowledgment(
+                        id=f"AwsSolutions-IAM5[{finding}]",
+                        reason=(
+                            "The Region of the foundation-model ARN is a wildcard because the "
+                            f"cross-Region inference profile {self.props.model_id} runs the "
+                            "model in any of its destination Regions, a set AWS may extend. The "
+                            "model itself is fixed, and a bedrock:InferenceProfileArn condition "
+                            "admits it only through that one inference profile."
+                        ),
+                    )
                 )
-            )
         self._websocket_nag_acknowledgements()
 
     def _websocket_nag_acknowledgements(self) -> None:

@@ -1,5 +1,6 @@
 """Offline synth assertions for the CDK stack (DESIGN.md §2-§5), the WebSocket transport's
-wiring included (authorizer, stage, @connections and generator permissions).
+wiring included (authorizer, stage, @connections and generator permissions), and the Node.js
+Function URL (architecture 1: runtime, streaming URL, CORS, public-invoke permissions, role).
 
 No AWS account, credentials or network beyond PyPI (Chalice pip-installs requirements.txt into
 ``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per module.
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.cdk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK_DIR = REPO_ROOT / "cdk"
+NODE_FUNCTION_DIR = REPO_ROOT / "node_function"
 PYTHON_RUNTIME = "python3.12"
 NODE_RUNTIMES = {"nodejs22.x", "nodejs24.x"}
 FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
@@ -51,6 +53,8 @@ WS_ROUTES = {
     "$default": "WebsocketMessageRoute",
     "$disconnect": "WebsocketDisconnectRoute",
 }
+MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+ALLOWED_ORIGIN = "http://localhost:5173"  # the stack's default allowedOrigin
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,18 @@ class Synth:
     app_module_before: ModuleType | None
     app_module_after: ModuleType | None
     leaked_env: dict[str, str]
+    assembly_dir: Path
 
     def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
 
     def functions(self) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if v["Type"] in FUNCTION_TYPES}
+
+    def stream_function(self) -> tuple[str, dict[str, Any]]:
+        """The Node.js Function URL streamer: the only plain AWS::Lambda::Function."""
+        (found,) = self.of_type("AWS::Lambda::Function").items()
+        return found
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +108,9 @@ def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
         mp.chdir(workdir)  # the construct writes chalice.out/ into the working directory
         env_during = dict(os.environ)
         app = cdk.App(outdir=str(workdir / "cdk.out"))
-        stack = stack_module.LlmStreamStack(app, "LlmStream")
+        # The real node_function/ (index.mjs required); whether `npm ci` ran there is not
+        # this suite's concern (make synth / cdk synth check it: require_node_modules).
+        stack = stack_module.LlmStreamStack(app, "LlmStream", require_node_modules=False)
         nag = AwsSolutionsChecks(app, verbose=True)
         cdk.Validations.of(app).add_plugins(nag)  # as cdk/app.py does
         template = Template.from_stack(stack).to_json()
@@ -123,6 +135,7 @@ def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
         app_module_before=app_module_before,
         app_module_after=sys.modules.get("app"),
         leaked_env=leaked,
+        assembly_dir=workdir / "cdk.out",
     )
 
 
@@ -360,6 +373,7 @@ def test_deployment_package_binaries_match_the_lambda_runtime(synth: Synth) -> N
 
 def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
     bedrock_statements = 0
+    # _statements() covers every role's policies: the generator's and the streamer's.
     for statement in _statements(synth):
         actions = _as_list(statement["Action"])
         resources = [_flat(r) for r in _as_list(statement.get("Resource", []))]
@@ -383,7 +397,7 @@ def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
                 assert _flat(condition).endswith(
                     ":inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
                 )
-    assert bedrock_statements == 2
+    assert bedrock_statements == 4  # inference profile + its model, for each of two roles
 
 
 # -- WebSocket -----------------------------------------------------------------------------
@@ -491,10 +505,12 @@ def test_roles_follow_least_privilege(synth: Synth) -> None:
         assert _role_actions(synth, _role_of(synth, fn)) == logs_only, fn
     bedrock_roles = {
         fn
-        for fn in synth.of_type("AWS::Serverless::Function")
+        for fn in synth.functions()
         if any(a.startswith("bedrock:") for a in _role_actions(synth, _role_of(synth, fn)))
     }
-    assert bedrock_roles == {"WsGenerate"}  # the only function that calls the model
+    # The only functions that call the model: the generator and the Function URL streamer.
+    stream_id, _ = synth.stream_function()
+    assert bedrock_roles == {"WsGenerate", stream_id}
 
 
 def test_generator_runs_up_to_15_minutes_without_async_retries(synth: Synth) -> None:
@@ -520,16 +536,208 @@ def test_websocket_settings_reach_the_functions(synth: Synth) -> None:
             assert "GENERATE_FUNCTION_NAME" not in env, logical_id
 
 
+# -- Function URL (Node.js, architecture 1) -------------------------------------------------
+
+
+def _function_url(synth: Synth) -> tuple[str, dict[str, Any]]:
+    (found,) = synth.of_type("AWS::Lambda::Url").items()
+    return found
+
+
+def test_stream_function_is_node_with_the_index_handler(synth: Synth) -> None:
+    _, function = synth.stream_function()
+    props = function["Properties"]
+    assert props["Runtime"] in NODE_RUNTIMES
+    assert props["Handler"] == "index.handler"
+    assert (NODE_FUNCTION_DIR / "index.mjs").is_file()  # the asset's entry point
+    assert props["MemorySize"] == 512
+    assert props["Timeout"] == 900  # one invocation streams a whole generation
+    assert props["ReservedConcurrentExecutions"] == 20  # bounds concurrent generations (cost)
+    assert "VpcConfig" not in props  # Function URL streaming does not work inside a VPC
+
+
+def test_stream_function_logs_as_json_to_its_own_log_group(synth: Synth) -> None:
+    stream_id, function = synth.stream_function()
+    logging = function["Properties"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON"
+    assert logging["ApplicationLogLevel"] == "INFO"  # from logLevel
+    group = synth.resources[logging["LogGroup"]["Ref"]]
+    assert group["Properties"]["RetentionInDays"] == 30
+    assert group["DeletionPolicy"] == "Delete"
+    assert logging["LogGroup"]["Ref"] not in {
+        g["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for k, g in synth.functions().items()
+        if k != stream_id
+    }
+
+
+def test_stream_function_gets_the_shared_settings(synth: Synth) -> None:
+    _, function = synth.stream_function()
+    env = function["Properties"]["Environment"]["Variables"]
+    (pool_id,) = synth.of_type("AWS::Cognito::UserPool")
+    (client_id,) = synth.of_type("AWS::Cognito::UserPoolClient")
+    api_env = synth.resources["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env == {
+        "STREAMS_TABLE": api_env["STREAMS_TABLE"],
+        "FRAMES_TABLE": api_env["FRAMES_TABLE"],
+        "MODEL_ID": MODEL_ID,
+        "USER_POOL_ID": _ref(pool_id),
+        "USER_POOL_CLIENT_ID": _ref(client_id),
+    }
+    # No CORS_ALLOW_ORIGIN: the Function URL adds the CORS headers; the handler adding them
+    # too would duplicate Access-Control-Allow-Origin.
+
+
+def test_stream_function_asset_is_the_node_function_directory_without_tests(
+    synth: Synth,
+) -> None:
+    _, function = synth.stream_function()
+    key = function["Properties"]["Code"]["S3Key"]
+    asset = synth.assembly_dir / f"asset.{key.removesuffix('.zip')}"
+    assert (asset / "index.mjs").is_file()
+    assert (asset / "package.json").is_file()
+    assert (asset / "node_modules").is_dir() == (NODE_FUNCTION_DIR / "node_modules").is_dir()
+    assert not (asset / "test").exists()
+    assert not (asset / ".npmrc").exists()
+    assert not list(asset.glob("**/*.test.mjs"))
+
+
+def test_function_url_streams_with_cors_for_the_configured_origin_only(synth: Synth) -> None:
+    stream_id, _ = synth.stream_function()
+    _, url = _function_url(synth)
+    props = url["Properties"]
+    assert props["TargetFunctionArn"] == {"Fn::GetAtt": [stream_id, "Arn"]}
+    assert "Qualifier" not in props
+    # NONE: Function URLs offer only AWS_IAM or NONE; the handler verifies the Cognito JWT.
+    assert props["AuthType"] == "NONE"
+    assert props["InvokeMode"] == "RESPONSE_STREAM"
+    cors = props["Cors"]
+    assert cors["AllowOrigins"] == [ALLOWED_ORIGIN]
+    assert "*" not in cors["AllowOrigins"]
+    assert cors["AllowOrigins"] == [
+        synth.resources["APIHandler"]["Properties"]["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"]
+    ]
+    assert sorted(cors["AllowMethods"]) == ["GET", "POST"]
+    assert sorted(cors["AllowHeaders"]) == ["authorization", "content-type", "last-event-id"]
+    assert cors["MaxAge"] == 600
+    assert cors.get("AllowCredentials", False) is False  # bearer tokens, no cookies
+
+
+def test_function_url_public_invoke_is_exactly_what_a_none_auth_url_needs(synth: Synth) -> None:
+    """Since October 2025 a new function URL needs both lambda:InvokeFunctionUrl and
+    lambda:InvokeFunction; the public InvokeFunction must work through the URL only."""
+    stream_id, _ = synth.stream_function()
+    permissions = [
+        p["Properties"]
+        for p in synth.of_type("AWS::Lambda::Permission").values()
+        if stream_id in _references(p["Properties"]["FunctionName"])
+    ]
+    function_arn = {"Fn::GetAtt": [stream_id, "Arn"]}
+    assert sorted(permissions, key=lambda p: p["Action"]) == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": function_arn,
+            "Principal": "*",
+            "InvokedViaFunctionUrl": True,  # the lambda:InvokedViaFunctionUrl condition
+        },
+        {
+            "Action": "lambda:InvokeFunctionUrl",
+            "FunctionName": function_arn,
+            "Principal": "*",
+            "FunctionUrlAuthType": "NONE",
+        },
+    ]
+    # Nothing else may invoke it: no role of this stack, no other resource policy.
+    for statement in _statements(synth):
+        for action in _as_list(statement["Action"]):
+            if action.lower().startswith("lambda:"):
+                assert stream_id not in _references(statement["Resource"]), statement
+
+
+def test_stream_function_role_grants_tables_scoped_bedrock_and_its_logs_only(
+    synth: Synth,
+) -> None:
+    stream_id, function = synth.stream_function()
+    role_id = _role_of(synth, stream_id)
+    assert synth.resources[role_id]["Type"] == "AWS::IAM::Role"
+    assert role_id not in {_role_of(synth, fn) for fn in synth.functions() if fn != stream_id}
+    role = synth.resources[role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role and "Policies" not in role
+    log_group_id = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    tables = set(synth.of_type("AWS::DynamoDB::Table"))
+    bedrock = {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    granted_tables: set[str] = set()
+    for statement in _role_statements(synth, role_id):
+        actions = set(_as_list(statement["Action"]))
+        resources = _as_list(statement["Resource"])
+        assert statement["Effect"] == "Allow"
+        if all(a.startswith("dynamodb:") for a in actions):
+            assert "dynamodb:*" not in actions
+            refs = _references(resources)
+            assert refs and refs <= tables, statement
+            granted_tables |= refs
+        elif all(a.startswith("bedrock:") for a in actions):
+            assert actions == bedrock, statement
+            for arn in map(_flat, resources):
+                assert arn.endswith(
+                    (
+                        f":inference-profile/{MODEL_ID}",
+                        ":foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+                    )
+                ), arn
+        else:
+            assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"}, statement
+            assert _references(resources) == {log_group_id}, statement
+    assert granted_tables == tables
+    assert bedrock <= _role_actions(synth, role_id)
+
+
+def test_chalice_functions_publish_the_function_url(synth: Synth) -> None:
+    url_id, _ = _function_url(synth)
+    for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert env["PUBLIC_FUNCTION_URL"] == {"Fn::GetAtt": [url_id, "FunctionUrl"]}, logical_id
+
+
+def test_stream_function_depends_on_no_chalice_resource(synth: Synth) -> None:
+    """The Chalice functions name the URL, so the streamer must not name them (a cycle)."""
+    stream_id, _ = synth.stream_function()
+    role_id = _role_of(synth, stream_id)
+    chalice = set(synth.of_type("AWS::Serverless::Function")) | {
+        k for k, v in synth.resources.items() if v["Type"].startswith("AWS::ApiGateway")
+    }
+    reachable: set[str] = set()
+    todo = [stream_id]
+    while todo:
+        node = todo.pop()
+        resource = synth.resources[node]
+        deps = (
+            _references(resource.get("Properties", {}))
+            | set(_as_list(resource.get("DependsOn", [])))
+        ) & set(synth.resources)
+        todo += list(deps - reachable)
+        reachable |= deps
+    assert role_id in reachable
+    assert reachable & chalice == set()
+
+
 # -- outputs, cdk-nag, hygiene ---------------------------------------------------------------
 
 
 def test_outputs(synth: Synth) -> None:
-    assert {"RestApiUrl", "UserPoolId", "UserPoolClientId", "Region", "WebsocketUrl"} <= set(
-        synth.outputs
-    )
+    assert {
+        "RestApiUrl",
+        "UserPoolId",
+        "UserPoolClientId",
+        "Region",
+        "WebsocketUrl",
+        "FunctionUrl",
+    } <= set(synth.outputs)
     url = synth.outputs["RestApiUrl"]["Value"]["Fn::Sub"]
     assert "${RestAPI}" in url and url.endswith("/api/")
     assert _flat(synth.outputs["WebsocketUrl"]["Value"]) == f"wss://{WS_HOST}/{STAGE}"
+    url_id, _ = _function_url(synth)
+    assert synth.outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": [url_id, "FunctionUrl"]}
 
 
 def test_template_has_no_dependency_cycle(synth: Synth) -> None:
@@ -583,6 +791,34 @@ def test_cdk_nag_acknowledgements_are_specific_and_explained(synth: Synth) -> No
             assert "[" in rule, "IAM5 must name the one finding it acknowledges"
             assert "Resource::*]" not in rule and "Action::" not in rule
         assert len(reason) >= 80, rule
+
+
+def test_stream_function_acknowledgements_are_only_the_bedrock_region_wildcard(
+    synth: Synth,
+) -> None:
+    """The streamer's role shares the generator's one Bedrock finding; the Function URL's
+    auth NONE needs none (AwsSolutions has no Function URL auth rule; the handler verifies
+    the JWT)."""
+    import aws_cdk as cdk
+
+    acknowledged: set[str] = set()
+    for construct in [
+        synth.stack.stream_function_role,
+        *synth.stack.stream_function_role.node.find_all(),
+    ]:
+        for entry in construct.node.metadata:
+            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY and entry.data:
+                acknowledged |= {re.sub(r"^annotation::", "", r, flags=re.I) for r in entry.data}
+    assert acknowledged == {
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/"
+        "anthropic.claude-sonnet-4-5-20250929-v1:0]"
+    }
+    for construct in [synth.stack.stream_function, *synth.stack.stream_function.node.find_all()]:
+        assert not [
+            e
+            for e in construct.node.metadata
+            if e.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+        ], construct.node.path
 
 
 def test_synth_leaves_process_state_as_it_found_it(synth: Synth) -> None:
@@ -654,3 +890,32 @@ def test_nag_text_names_intrinsics_as_cdk_nag_does(stack_module: ModuleType) -> 
     assert stack_module.nag_text({"Fn::GetAtt": ["WsGenerate", "Arn"]}) == "<WsGenerate.Arn>"
     with pytest.raises(ValueError):
         stack_module.nag_text({"Fn::Sub": "${X}"})
+
+
+def test_stream_reserved_concurrency_must_be_positive_or_none(stack_module: ModuleType) -> None:
+    with pytest.raises(ValueError, match="streamReservedConcurrency"):
+        stack_module.LlmStreamProps(stream_reserved_concurrency=0)
+    assert stack_module.LlmStreamProps(stream_reserved_concurrency=None)
+
+
+def test_node_function_dir_needs_the_handler(stack_module: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"index\.mjs"):
+        stack_module.check_node_function_dir(tmp_path, require_dependencies=False)
+
+
+def test_node_function_dir_needs_installed_dependencies_for_deploys(
+    stack_module: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "index.mjs").write_text("export const handler = () => {};\n")
+    (tmp_path / "package.json").write_text(
+        json.dumps({"dependencies": {"aws-jwt-verify": "5.2.1", "@aws-sdk/client-dynamodb": "3"}})
+    )
+    check = stack_module.check_node_function_dir
+    assert check(tmp_path, require_dependencies=False) == tmp_path.resolve()
+    with pytest.raises(RuntimeError, match=r"@aws-sdk/client-dynamodb, aws-jwt-verify.*npm ci"):
+        check(tmp_path, require_dependencies=True)
+    for name in ("aws-jwt-verify", "@aws-sdk/client-dynamodb"):
+        package = tmp_path / "node_modules" / name
+        package.mkdir(parents=True)
+        (package / "package.json").write_text("{}")
+    assert check(tmp_path, require_dependencies=True) == tmp_path.resolve()

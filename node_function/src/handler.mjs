@@ -1,0 +1,304 @@
+/**
+ * The Function URL handler (architecture 1): Lambda response streaming, payload
+ * format 2.0, SSE out.
+ *
+ *   POST /  Authorization: Bearer <idToken>, body = start request (DESIGN §4)
+ *           → 200 text/event-stream with the stream's frames, or an error status.
+ *   GET  /?streamId=<uuid>  with Last-Event-ID: <seq> (or ?lastEventId=<seq>)
+ *           → 200 text/event-stream replaying stored frames after that seq, then
+ *             following the stream in the store until its terminal frame.
+ *
+ * Everything that can fail before streaming (auth, validation, the stream record
+ * and its per-user cap) is settled first and answered with a real status and
+ * ``{"error": {"code", "message"}}``; only then are the 200 SSE headers written.
+ * Failures after that are ``error`` frames. CORS (including OPTIONS) is the
+ * Function URL's job: this handler adds no CORS headers, since duplicated
+ * Access-Control-* headers make browsers reject the response.
+ */
+
+import { performance } from 'node:perf_hooks';
+
+import { ErrorCode, StreamError } from './errors.mjs';
+import { parseStartRequest, parseStreamId, rejection, TERMINAL_TYPES } from './frames.mjs';
+import { bearerToken, TokenError } from './jwt.mjs';
+import { errorKind } from './log.mjs';
+import { runStream } from './producer.mjs';
+import { HEARTBEAT, sseEvent } from './sse.mjs';
+import { isTerminal, STALE_AFTER_S, TRANSPORT } from './store.mjs';
+
+const SSE_HEADERS = Object.freeze({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+const JSON_HEADERS = Object.freeze({ 'Content-Type': 'application/json' });
+const REPLAY_PAGE = 500;
+const MAX_SEQ = 10 ** 9;
+// How often a follower re-reads the stream record (to notice a stream whose
+// producer died or whose terminal frame never reached the store).
+const RECORD_CHECK_MS = 1000;
+// A follower hands the client back (it reconnects with Last-Event-ID) this long
+// before Lambda's timeout, so the response ends cleanly.
+const FOLLOW_MARGIN_MS = 5000;
+const DEFAULT_REMAINING_MS = 15 * 60 * 1000;
+
+/**
+ * @typedef {object} HandlerDeps
+ * @property {import('./settings.mjs').Settings} settings
+ * @property {{verify(token: string|null): Promise<Record<string, any>>}} verifier
+ * @property {Pick<import('./store.mjs').StreamStore, 'create'|'get'|'getOwned'|'framesAfter'|'isCancelRequested'|'appendFrames'|'finish'>} store
+ * @property {import('./producer.mjs').ProducerDeps['model']} model
+ * @property {(stream: any, prelude: {statusCode: number, headers: Record<string, string>}) => any} httpResponseStreamFrom
+ *   awslambda.HttpResponseStream.from
+ * @property {import('./log.mjs').Logger} log
+ * @property {() => number} [now] monotonic milliseconds
+ * @property {(ms: number) => Promise<void>} [sleep]
+ */
+
+/** The response: JSON error or SSE, written at most once, tolerant of a gone client. */
+class Response {
+  /** @param {any} responseStream @param {HandlerDeps['httpResponseStreamFrom']} from @param {HandlerDeps['log']} log */
+  constructor(responseStream, from, log) {
+    this._raw = responseStream;
+    this._from = from;
+    this._log = log;
+    /** @type {any} */
+    this._stream = null;
+    this.committed = false;
+    this.gone = false;
+    this.bytes = 0;
+    this._onError = () => this._markGone('error event');
+    // An unhandled 'error' event would crash the process; a failed write only
+    // means the client is gone.
+    responseStream?.on?.('error', this._onError);
+  }
+
+  _markGone(/** @type {string} */ why) {
+    if (!this.gone) {
+      this.gone = true;
+      this._log('info', 'client gone', { why });
+    }
+  }
+
+  /** @param {number} statusCode @param {Record<string, string>} headers */
+  _open(statusCode, headers) {
+    if (this.committed) throw new Error('response already started');
+    this.committed = true;
+    this._stream = this._from(this._raw, { statusCode, headers: { ...headers } });
+    if (this._stream !== this._raw) this._stream?.on?.('error', this._onError);
+  }
+
+  /** An error answer before any streaming. */
+  sendError(/** @type {StreamError} */ err, /** @type {Record<string, string>} */ extraHeaders = {}) {
+    this._open(err.httpStatus, { ...JSON_HEADERS, ...extraHeaders });
+    this.write(JSON.stringify({ error: { code: err.code, message: err.message } }));
+  }
+
+  /** Commit to 200 and SSE: from here on, failures are frames. */
+  startSse() {
+    this._open(200, SSE_HEADERS);
+  }
+
+  /** Write if the client is still there; never throws. */
+  write(/** @type {string} */ text) {
+    if (this.gone || !this._stream) return false;
+    try {
+      this._stream.write(text);
+      this.bytes += Buffer.byteLength(text);
+      return true;
+    } catch {
+      this._markGone('write failed');
+      return false;
+    }
+  }
+
+  end() {
+    try {
+      if (!this.committed) this._open(500, JSON_HEADERS); // never leave the prelude unwritten
+      this._stream?.end();
+    } catch {
+      // The client is gone; nothing to end.
+    }
+  }
+}
+
+/** @param {Record<string, string>|undefined} headers @param {string} name */
+function header(headers, name) {
+  if (!headers) return undefined;
+  if (headers[name] !== undefined) return headers[name]; // payload 2.0 lower-cases names
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+  return key === undefined ? undefined : headers[key];
+}
+
+/** @param {any} event */
+function queryParams(event) {
+  if (event.queryStringParameters) return event.queryStringParameters;
+  return Object.fromEntries(new URLSearchParams(event.rawQueryString ?? ''));
+}
+
+/** @param {any} event */
+function bodyText(event) {
+  if (event.body == null) return '';
+  return event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : String(event.body);
+}
+
+const bad = (/** @type {string} */ message) => new StreamError(ErrorCode.BAD_REQUEST, message);
+
+/** The seq a resume starts after: Last-Event-ID header, else ?lastEventId=, else -1. */
+function parseAfterSeq(/** @type {string|undefined} */ raw) {
+  if (raw === undefined || raw.trim() === '') return -1;
+  if (!/^\s*[+-]?\d+\s*$/.test(raw)) throw bad('Last-Event-ID must be an integer');
+  const value = Number.parseInt(raw, 10);
+  if (value < -1 || value > MAX_SEQ) throw bad(`Last-Event-ID must be from -1 to ${MAX_SEQ}`);
+  return value;
+}
+
+/**
+ * The streamifyResponse handler, with its dependencies injected.
+ * @param {HandlerDeps} deps
+ */
+export function createStreamHandler(deps) {
+  const { settings, verifier, store, log } = deps;
+  const now = deps.now ?? (() => performance.now());
+  const sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+
+  /**
+   * @param {any} event Function URL event, payload format 2.0
+   * @param {any} responseStream
+   * @param {any} [context]
+   */
+  return async function streamHandler(event, responseStream, context) {
+    // Nothing left on the event loop (a keep-alive socket, an SDK timer) may hold
+    // the invocation open once the response has ended.
+    if (context) context.callbackWaitsForEmptyEventLoop = false;
+    const requestId = context?.awsRequestId;
+    const rlog = /** @type {import('./log.mjs').Logger} */ (
+      (level, msg, fields) => log(level, msg, { ...(requestId ? { requestId } : {}), ...fields })
+    );
+    const res = new Response(responseStream, deps.httpResponseStreamFrom, rlog);
+    const remainingMs = () =>
+      typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : DEFAULT_REMAINING_MS;
+    const method = String(event?.requestContext?.http?.method ?? '').toUpperCase();
+    try {
+      const owner = await authenticate(event, rlog);
+      const path = event?.rawPath ?? '/';
+      if (path !== '/' && path !== '') throw new StreamError(ErrorCode.NOT_FOUND, 'Not found.');
+      if (method === 'POST') await start(event, owner, res, rlog, remainingMs);
+      else if (method === 'GET') await resume(event, owner, res, rlog, remainingMs);
+      // 405 would be the exact status; BAD_REQUEST keeps to DESIGN §4's codes.
+      else res.sendError(bad('Use POST to start a stream or GET to resume one.'), { Allow: 'GET, POST' });
+    } catch (err) {
+      if (res.committed) {
+        // Producers turn their own failures into frames; this is a follower failing.
+        rlog('error', 'stream failed after the response started', errorKind(err));
+      } else if (err instanceof StreamError) {
+        const extra = err.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {};
+        res.sendError(err, extra);
+      } else {
+        rlog('error', 'unhandled error', { method, ...errorKind(err) });
+        res.sendError(new StreamError(ErrorCode.INTERNAL, 'Internal error.'));
+      }
+    } finally {
+      res.end();
+    }
+  };
+
+  /** The caller's ``sub``, or UNAUTHORIZED with a short reason. */
+  async function authenticate(event, rlog) {
+    const token = bearerToken(header(event?.headers, 'authorization'));
+    try {
+      const claims = await verifier.verify(token);
+      if (typeof claims.sub !== 'string' || !claims.sub) throw new TokenError('missing required claim');
+      return claims.sub;
+    } catch (err) {
+      if (err instanceof TokenError) {
+        rlog('info', 'token rejected', { reason: err.reason, entry: 'function_url' });
+        throw new StreamError(ErrorCode.UNAUTHORIZED, err.reason);
+      }
+      throw err;
+    }
+  }
+
+  async function start(event, owner, res, rlog, remainingMs) {
+    let body;
+    try {
+      body = JSON.parse(bodyText(event));
+    } catch {
+      throw bad('the request body must be JSON');
+    }
+    const request = parseStartRequest(body, settings.limits);
+    const { streamId } = request;
+    const { created } = await store.create(streamId, owner, TRANSPORT, { model: settings.modelId });
+    res.startSse();
+    if (!created) {
+      // The same owner retrying a start: replay and follow, no second generation.
+      rlog('info', 'start retried; following the existing stream', { streamId });
+      await follow(res, streamId, -1, rlog, remainingMs);
+      return;
+    }
+    rlog('info', 'stream started', { streamId, maxTokens: request.maxTokens });
+    await runStream(
+      { settings, store, model: deps.model, log: rlog, now },
+      { streamId, owner, request, write: (frame) => res.write(sseEvent(frame)), remainingMs },
+    );
+  }
+
+  async function resume(event, owner, res, rlog, remainingMs) {
+    const query = queryParams(event);
+    if (query.streamId === undefined) throw bad('the streamId query parameter is required');
+    const streamId = parseStreamId(query.streamId);
+    const lastEventId = header(event.headers, 'last-event-id') ?? query.lastEventId;
+    const afterSeq = parseAfterSeq(lastEventId);
+    await store.getOwned(streamId, owner); // NOT_FOUND for anyone else's
+    res.startSse();
+    rlog('info', 'stream resumed', { streamId, afterSeq });
+    await follow(res, streamId, afterSeq, rlog, remainingMs);
+  }
+
+  /**
+   * Replay stored frames after ``afterSeq`` and follow the stream through the store
+   * (polled every flush interval) until its terminal frame.
+   */
+  async function follow(res, streamId, afterSeq, rlog, remainingMs) {
+    const deadlineAt = now() + Math.max(0, remainingMs() - FOLLOW_MARGIN_MS);
+    let cursor = afterSeq;
+    let lastWrite = now();
+    let recordCheckedAt = now();
+    for (;;) {
+      const frames = await store.framesAfter(streamId, cursor, REPLAY_PAGE);
+      for (const frame of frames) {
+        res.write(sseEvent(frame));
+        lastWrite = now();
+        cursor = /** @type {number} */ (frame.seq);
+        if (TERMINAL_TYPES.has(frame.type)) return;
+      }
+      if (frames.length === REPLAY_PAGE) continue; // more stored: no need to wait
+      if (res.gone) return; // a follower has nothing to do for a client that left
+      if (now() - recordCheckedAt >= RECORD_CHECK_MS) {
+        recordCheckedAt = now();
+        const record = await store.get(streamId);
+        const stale = record !== null && Date.now() / 1000 - record.updatedAt > STALE_AFTER_S;
+        if (record === null || isTerminal(record) || stale) {
+          // One more read: the producer stores its terminal frame before finishing.
+          const last = await store.framesAfter(streamId, cursor, REPLAY_PAGE);
+          for (const frame of last) {
+            res.write(sseEvent(frame));
+            cursor = /** @type {number} */ (frame.seq);
+            if (TERMINAL_TYPES.has(frame.type)) return;
+          }
+          if (last.length === REPLAY_PAGE) continue;
+          rlog('warn', 'stream ended without a stored terminal frame', { streamId, stale });
+          const err = new StreamError(ErrorCode.INTERNAL, 'The stream ended unexpectedly.');
+          res.write(sseEvent(rejection(err, streamId)));
+          return;
+        }
+      }
+      if (now() >= deadlineAt) {
+        // The client reconnects with Last-Event-ID and carries on from the store.
+        rlog('info', 'follow handed back before the Lambda timeout', { streamId, cursor });
+        return;
+      }
+      if (now() - lastWrite >= settings.heartbeatIntervalS * 1000) {
+        res.write(HEARTBEAT);
+        lastWrite = now();
+      }
+      await sleep(settings.flushIntervalMs);
+    }
+  }
+}

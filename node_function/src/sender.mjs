@@ -1,0 +1,188 @@
+/**
+ * An ordered background sender that coalesces text into frames (mirrors
+ * chalicelib/sender.py, with a promise loop instead of a thread).
+ *
+ * The producer (the loop reading Bedrock) hands over text and control frames and
+ * never waits: they go into a queue drained by one async loop, which assigns seq
+ * numbers, applies the FlushPolicy and awaits ``deliver`` one frame at a time, in
+ * order. While a delivery is slow, text piles up in the queue and leaves as one
+ * frame afterwards, so the delay stays bounded by one flush interval plus one call
+ * (DESIGN §7) instead of growing per token.
+ *
+ * A delivery that throws is recorded (``failures``, ``onFailure``) and the loop
+ * goes on with the next frames, so a ``deliver`` that writes to the response and
+ * the store keeps storing after the client is gone.
+ */
+
+import { performance } from 'node:perf_hooks';
+
+/** @typedef {import('./frames.mjs').Frame} Frame */
+/** @typedef {import('./frames.mjs').FrameBuilder} FrameBuilder */
+/** @typedef {(frame: Frame) => (void|Promise<void>)} Deliver */
+/** @typedef {{frame: Frame|null, error: unknown}} DeliveryFailure */
+
+const CLOSE = Symbol('close');
+
+export class OrderedSender {
+  /**
+   * @param {FrameBuilder} builder
+   * @param {Deliver} deliver
+   * @param {import('./flush.mjs').FlushPolicy} policy
+   * @param {{heartbeatIntervalMs?: number, onFailure?: (f: DeliveryFailure) => void, now?: () => number}} [options]
+   */
+  constructor(builder, deliver, policy, options = {}) {
+    this._builder = builder;
+    this._deliver = deliver;
+    this._policy = policy;
+    this._heartbeatMs = options.heartbeatIntervalMs ?? 15_000;
+    this._onFailure = options.onFailure;
+    this._now = options.now ?? (() => performance.now());
+    /** @type {Array<string | ((b: FrameBuilder) => Frame) | typeof CLOSE>} */
+    this._queue = [];
+    /** @type {DeliveryFailure[]} */
+    this.failures = [];
+    this._closed = false;
+    this._lastSent = this._now();
+    /** @type {(() => void) | null} */
+    this._wake = null;
+    /** @type {Promise<void> | null} */
+    this._loop = null;
+    this.framesSent = 0;
+    this.heartbeatsSent = 0;
+  }
+
+  // -- producer side ------------------------------------------------------------------
+
+  start() {
+    if (!this._loop) this._loop = this._run();
+    return this;
+  }
+
+  /** Queue model text; it leaves coalesced in delta frames. Never waits. */
+  sendText(/** @type {string} */ text) {
+    if (this._closed) throw new Error('sender is closed');
+    if (text) this._push(text);
+  }
+
+  /** Queue a control frame (start, done, error); pending text goes out before it. */
+  sendFrame(/** @type {(b: FrameBuilder) => Frame} */ build) {
+    if (this._closed) throw new Error('sender is closed');
+    this._push(build);
+  }
+
+  /** Deliver everything queued, then stop; resolves when the last delivery ended. */
+  async close() {
+    if (!this._closed) {
+      this._closed = true;
+      this._push(CLOSE);
+    }
+    await this.start()._loop;
+  }
+
+  get failure() {
+    return this.failures[0] ?? null;
+  }
+
+  get lastSeq() {
+    return this._builder.lastSeq;
+  }
+
+  _push(item) {
+    this._queue.push(item);
+    const wake = this._wake;
+    this._wake = null;
+    wake?.();
+  }
+
+  // -- the sending loop ----------------------------------------------------------------
+
+  /** Milliseconds until the next flush or heartbeat is due. */
+  _timeoutMs() {
+    const now = this._now();
+    let wait = this._lastSent + this._heartbeatMs - now;
+    const deadline = this._policy.deadlineMs();
+    if (deadline !== null) wait = Math.min(wait, deadline - now);
+    return Math.max(wait, 0);
+  }
+
+  /** Until something is queued or ``ms`` pass; the timer is always cleared. */
+  _waitForItems(/** @type {number} */ ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this._wake = null;
+        resolve(undefined);
+      }, ms);
+      this._wake = () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      };
+    });
+  }
+
+  async _run() {
+    for (;;) {
+      if (this._queue.length === 0) await this._waitForItems(this._timeoutMs());
+      // Take everything that piled up during the last delivery, so it leaves
+      // coalesced rather than one frame per token.
+      const items = this._queue.splice(0);
+      if (await this._process(items)) return;
+    }
+  }
+
+  async _process(items) {
+    /** @type {string[]} */
+    let text = [];
+    for (const item of items) {
+      if (typeof item === 'string') {
+        text.push(item);
+        continue;
+      }
+      if (text.length) {
+        await this._sendChunks(this._policy.add(text.join(''), this._now()));
+        text = [];
+      }
+      await this._sendChunks(this._policy.drain());
+      if (item === CLOSE) return true;
+      let frame;
+      try {
+        frame = item(this._builder);
+      } catch (error) {
+        // A bad control frame must not stop the loop.
+        this._record({ frame: null, error });
+        continue;
+      }
+      await this._emit(frame);
+    }
+    if (text.length) await this._sendChunks(this._policy.add(text.join(''), this._now()));
+    else await this._sendChunks(this._policy.due(this._now()));
+    if (this._now() - this._lastSent >= this._heartbeatMs) {
+      this.heartbeatsSent += 1;
+      await this._emit(this._builder.heartbeat());
+    }
+    return false;
+  }
+
+  async _sendChunks(/** @type {string[]} */ chunks) {
+    for (const chunk of chunks) await this._emit(this._builder.delta(chunk));
+  }
+
+  async _emit(/** @type {Frame} */ frame) {
+    this._lastSent = this._now();
+    try {
+      await this._deliver(frame);
+      this.framesSent += 1;
+    } catch (error) {
+      // Reported to the producer; never stops the loop.
+      this._record({ frame, error });
+    }
+  }
+
+  _record(/** @type {DeliveryFailure} */ failure) {
+    this.failures.push(failure);
+    try {
+      this._onFailure?.(failure);
+    } catch {
+      // A broken callback must not stop delivery.
+    }
+  }
+}
