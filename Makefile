@@ -53,7 +53,7 @@ test: test-node
 endif
 
 bench: $(PY_STAMP)
-	$(BIN)/python -m bench.ws_latency
+	$(BIN)/python -m bench.latency
 
 synth: install
 	cd cdk && npx cdk synth --quiet

@@ -1,19 +1,19 @@
-"""WebSocket architecture: what the transport adds to one stream, on the local cloud.
+"""What each transport adds to one stream, on the local cloud.
 
-Runs one stream per injected ``@connections`` post latency and reports, from the
-client's receive times against the simulated model's emit times (one clock, one
-machine): the time to first token added by the transport, the per-frame lag
-(receive time minus the emit time of the frame's last token: p50/p99/max), the
-completion delay after the model's last token, and frames and posts per stream.
+One stream per case: the Function URL (SSE), and the WebSocket architecture once
+per injected ``@connections`` post latency. From the client's receive times
+against the simulated model's emit times (one clock, one machine) it reports the
+time to first token added by the transport, the per-frame lag (receive time minus
+the emit time of the frame's last token: p50/p99/max), the completion delay after
+the model's last token, and the delta frames per stream.
 
-    .venv/bin/python -m bench.ws_latency [--latencies 0,25] [--tokens 400] [--rate 50]
+    .venv/bin/python -m bench.latency [--latencies 0,25] [--tokens 400] [--rate 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import uuid
 from typing import Any
@@ -25,6 +25,7 @@ from local.bedrock import EmulatorControl
 from local.cloud import CloudOptions, LocalCloud
 from local.simulated_model import generate, prompt_hash, request_for_prompt
 from local.ws_gateway import GatewayControl
+from tests.support import sse
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -49,14 +50,7 @@ def _sign_in(ep: dict[str, Any]) -> str:
     return result["AuthenticationResult"]["IdToken"]
 
 
-def run_stream(ep: dict[str, Any], token: str, tokens: int, rate: float) -> dict[str, Any]:
-    prompt = f"Benchmark {uuid.uuid4()} [tokens={tokens}]"
-    answer = generate(request_for_prompt(prompt))
-    ends = []  # cumulative character count at the end of each token
-    total = 0
-    for t in answer.tokens:
-        total += len(t)
-        ends.append(total)
+def _via_websocket(ep: dict[str, Any], token: str, prompt: str) -> list[tuple[float, dict]]:
     received: list[tuple[float, dict[str, Any]]] = []
     with connect(ep["websocket"], subprotocols=["llm-stream.v1", f"auth.{token}"]) as ws:
         ws.send(json.dumps({"action": "stream", "prompt": prompt, "maxTokens": 4096}))
@@ -64,7 +58,40 @@ def run_stream(ep: dict[str, Any], token: str, tokens: int, rate: float) -> dict
             frame = json.loads(ws.recv(timeout=120))
             received.append((time.time(), frame))
             if frame["type"] in ("done", "error"):
-                break
+                return received
+
+
+def _via_function_url(ep: dict[str, Any], token: str, prompt: str) -> list[tuple[float, dict]]:
+    received: list[tuple[float, dict[str, Any]]] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn, resp = sse.request(
+        ep["functionUrl"], "POST", {"prompt": prompt, "maxTokens": 4096}, headers, timeout=120
+    )
+    try:
+        for event in sse.events(resp):
+            if event.data is None:
+                continue  # heartbeat comment
+            frame = event.frame()
+            received.append((event.at, frame))
+            if frame["type"] in ("done", "error"):
+                return received
+    finally:
+        conn.close()
+    raise RuntimeError("the Function URL stream ended without a terminal frame")
+
+
+def run_stream(
+    ep: dict[str, Any], token: str, transport: str, tokens: int, rate: float
+) -> dict[str, Any]:
+    prompt = f"Benchmark {uuid.uuid4()} [tokens={tokens}]"
+    answer = generate(request_for_prompt(prompt))
+    ends = []  # cumulative character count at the end of each token
+    total = 0
+    for t in answer.tokens:
+        total += len(t)
+        ends.append(total)
+    via = _via_websocket if transport == "websocket" else _via_function_url
+    received = via(ep, token, prompt)
     model = EmulatorControl(ep["bedrock"])
     wanted = prompt_hash(request_for_prompt(prompt))
     (record,) = [s for s in model.streams() if s["promptHash"] == wanted]
@@ -104,21 +131,25 @@ def main() -> None:
         ep = cloud.endpoints
         token = _sign_in(ep)
         gateway = GatewayControl(ep["websocket"].replace("ws://", "http://", 1))
-        rows = []
+        rows = [
+            {
+                "transport": "function_url",
+                "postLatencyMs": 0.0,
+                **run_stream(ep, token, "function_url", args.tokens, args.rate),
+            }
+        ]
         for latency in [float(x) for x in args.latencies.split(",")]:
             gateway.faults(postLatencyMs=latency)
-            row = run_stream(ep, token, args.tokens, args.rate)
-            rows.append({"postLatencyMs": latency, **row})
+            row = run_stream(ep, token, "websocket", args.tokens, args.rate)
+            rows.append({"transport": "websocket", "postLatencyMs": latency, **row})
         gateway.reset()
     print(json.dumps(rows, indent=2))
-    keys = ["postLatencyMs", "ttftAddedMs", "lagP50Ms", "lagP99Ms", "lagMaxMs"]
+    keys = ["transport", "postLatencyMs", "ttftAddedMs", "lagP50Ms", "lagP99Ms", "lagMaxMs"]
     keys += ["completionDelayMs", "deltaFrames", "modelTokens", "textComplete"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    lag_medians = [r["lagP50Ms"] for r in rows]
-    print(f"median per-frame lag across runs: {statistics.median(lag_medians)} ms")
 
 
 if __name__ == "__main__":
