@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from local.bedrock import EmulatorControl
-from local.simulated_model import answer_text, prompt_hash, request_for_prompt
-from tests.support.cloud import Cloud
+from local.simulated_model import answer_text, request_for_prompt
+from tests.support.cloud import Cloud, model_stream, text_of
 from tests.support.sse import SseEvent, events, request
 from tests.support.tokens import SigningKey, id_claims, sign
+
+pytestmark = pytest.mark.usefixtures("reset_model")
 
 FLUSH_INTERVAL_MS = 50
 
@@ -25,23 +26,6 @@ def cloud(tmp_path_factory):
     )
     yield c
     c.stop()
-
-
-@pytest.fixture(scope="module")
-def token(cloud) -> str:
-    return cloud.user_token()
-
-
-@pytest.fixture(scope="module")
-def model(cloud) -> EmulatorControl:
-    return EmulatorControl(cloud.ep["bedrock"])
-
-
-@pytest.fixture(autouse=True)
-def _reset_model(model):
-    model.reset()
-    yield
-    model.reset()
 
 
 def auth(token: str) -> dict[str, str]:
@@ -64,16 +48,6 @@ def frames_until_terminal(resp) -> list[SseEvent]:
         if ev.event in ("done", "error"):
             return got
     raise AssertionError(f"the stream ended without a terminal frame after {len(got)} events")
-
-
-def model_stream(model: EmulatorControl, prompt: str) -> dict[str, Any]:
-    wanted = prompt_hash(request_for_prompt(prompt))
-    (record,) = [s for s in model.streams() if s["promptHash"] == wanted]
-    return record
-
-
-def text_of(frames: list[dict[str, Any]]) -> str:
-    return "".join(f.get("text", "") for f in frames)
 
 
 def test_config_publishes_the_function_url(cloud):

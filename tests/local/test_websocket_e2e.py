@@ -11,10 +11,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from local.bedrock import EmulatorControl
-from local.simulated_model import answer_text, prompt_hash, request_for_prompt
-from tests.support.cloud import Cloud
+from local.simulated_model import answer_text, request_for_prompt
+from tests.support.cloud import Cloud, model_stream, text_of
 from tests.support.tokens import SigningKey, id_claims, sign
+
+pytestmark = pytest.mark.usefixtures("reset_model")
 
 FLUSH_INTERVAL_MS = 50
 INTEGRATION_TIMEOUT_S = 1.0
@@ -32,23 +33,6 @@ def cloud(tmp_path_factory):
     )
     yield c
     c.stop()
-
-
-@pytest.fixture(scope="module")
-def token(cloud) -> str:
-    return cloud.user_token()
-
-
-@pytest.fixture(scope="module")
-def model(cloud) -> EmulatorControl:
-    return EmulatorControl(cloud.ep["bedrock"])
-
-
-@pytest.fixture(autouse=True)
-def _reset_model(model):
-    model.reset()
-    yield
-    model.reset()
 
 
 def open_ws(cloud: Cloud, token: str) -> ClientConnection:
@@ -79,16 +63,6 @@ def start(ws: ClientConnection, prompt: str, **extra: Any) -> str:
     stream_id = str(uuid.uuid4())
     ws.send(json.dumps({"action": "stream", "prompt": prompt, "streamId": stream_id, **extra}))
     return stream_id
-
-
-def model_stream(model: EmulatorControl, prompt: str) -> dict[str, Any]:
-    wanted = prompt_hash(request_for_prompt(prompt))
-    (record,) = [s for s in model.streams() if s["promptHash"] == wanted]
-    return record
-
-
-def text_of(frames: list[dict[str, Any]]) -> str:
-    return "".join(f.get("text", "") for f in frames)
 
 
 def test_a_stream_arrives_whole_in_order_and_really_streams(cloud, token, model):

@@ -118,3 +118,16 @@ class Cloud:
             "dynamodb", region_name="us-east-1", endpoint_url=self.ep["aws"], **CREDS
         )
         return StreamStore(Settings(), client_factory=lambda: ddb)
+
+
+def model_stream(model: Any, prompt: str) -> dict[str, Any]:
+    """The Bedrock emulator's record of the one model stream opened for ``prompt``."""
+    from local.simulated_model import prompt_hash, request_for_prompt
+
+    wanted = prompt_hash(request_for_prompt(prompt))
+    (record,) = [s for s in model.streams() if s["promptHash"] == wanted]
+    return record
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f.get("text", "") for f in frames)
