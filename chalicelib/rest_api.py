@@ -70,7 +70,7 @@ def read_stream(
     """Status and stored frames after ``afterSeq`` of the caller's own stream."""
     stream_id = parse_stream_id(stream_id)
     after_seq = parse_after_seq(query)
-    record = store.get_owned(stream_id, owner)
+    record = store.end_if_abandoned(store.get_owned(stream_id, owner))
     frames = store.frames_after(stream_id, after_seq, limit=MAX_FRAMES_PER_READ + 1)
     has_more = len(frames) > MAX_FRAMES_PER_READ
     return {**record.public(), "frames": frames[:MAX_FRAMES_PER_READ], "hasMore": has_more}

@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.frames import FrameBuilder
 from chalicelib.settings import Settings
 
 RUNNING = "running"
@@ -419,6 +420,38 @@ class StreamStore:
                 self._sleep(min(0.05 * 2**attempt, 1.0))
             if pending:
                 raise StreamError(ErrorCode.INTERNAL, "The stream store is busy; please retry.")
+
+    def last_stored_seq(self, stream_id: str) -> int:
+        """The highest stored seq (-1 when nothing is stored)."""
+        resp = self.client.query(
+            TableName=self._frames,
+            KeyConditionExpression="streamId = :s",
+            ExpressionAttributeValues={":s": {"S": stream_id}},
+            ProjectionExpression="seq",
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = resp.get("Items", [])
+        return int(items[0]["seq"]["N"]) if items else -1
+
+    def end_if_abandoned(self, record: StreamRecord) -> StreamRecord:
+        """End a stream whose producer cannot be alive any more with an error frame.
+
+        No update for longer than a Lambda can run means the producer crashed or
+        was never started (a lost invoke, an exhausted queue): readers get a
+        terminal frame instead of waiting forever, and the owner's slot is freed.
+        """
+        if record.terminal or self._clock() - record.updated_at <= STALE_AFTER_S:
+            return record
+        seq = self.last_stored_seq(record.stream_id) + 1
+        err = StreamError(ErrorCode.INTERNAL, "The stream stopped unexpectedly; start it again.")
+        # finish() is conditional on "running", so of two racing readers one appends.
+        if self.finish(
+            record.stream_id, record.owner, ERROR, last_seq=seq, error_code=err.code.value
+        ):
+            self.append_frames(record.stream_id, [FrameBuilder(record.stream_id, seq).error(err)])
+        return self.get(record.stream_id) or record
 
     def frames_after(self, stream_id: str, after_seq: int, limit: int = 1000) -> list[dict]:
         """Stored frames with seq > after_seq, in order, at most ``limit``."""

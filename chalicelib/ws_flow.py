@@ -212,10 +212,16 @@ def resume(
     """Attach the owner's stream to this connection and replay the frames it missed."""
     stream_id = parse_stream_id(raw_stream_id)
     after = _after_seq(after_seq)
+    deps.store.end_if_abandoned(deps.store.get_owned(stream_id, owner))
     record = deps.store.attach(stream_id, owner, connection_id)
-    # Frames up to delivered_seq were addressed to the old connection; later ones
-    # come here from the producer. Replaying exactly the former loses and repeats nothing.
-    last = -1 if record.delivered_seq is None else record.delivered_seq
+    if record.terminal:
+        # No producer is left: everything stored is final, replay all of it.
+        last = -1 if record.last_seq is None else record.last_seq
+    else:
+        # Frames up to delivered_seq were addressed to the old connection; later ones
+        # come here from the producer. Replaying exactly the former loses and repeats
+        # nothing.
+        last = -1 if record.delivered_seq is None else record.delivered_seq
     cursor = after
     while cursor < last:
         frames = deps.store.frames_after(stream_id, cursor, limit=_REPLAY_PAGE)

@@ -147,3 +147,17 @@ def test_unexpected_failures_are_500_without_details(client, alice_stream, monke
     resp = client.http.get(f"/streams/{alice_stream}", headers=auth("alice"))
     assert resp.status_code == 500
     assert error_of(resp) == {"code": "INTERNAL", "message": "Internal error."}
+
+
+def test_reading_an_abandoned_stream_ends_it_with_an_error_frame(client, store):
+    from chalicelib.stream_store import STALE_AFTER_S
+
+    s = str(uuid.uuid4())
+    now = [1_800_000_000.0]
+    store._clock = lambda: now[0]
+    store.create(s, "alice", "websocket")
+    now[0] += STALE_AFTER_S + 1
+    resp = client.http.get(f"/streams/{s}", headers=auth("alice"))
+    body = resp.json_body
+    assert body["status"] == "error"
+    assert [f["type"] for f in body["frames"]] == ["error"]

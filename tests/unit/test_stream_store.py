@@ -242,3 +242,26 @@ def test_cancel_watch_reads_the_store_at_most_once_per_interval(store):
     assert watch.cancelled()
     assert watch.cancelled()  # once cancelled, stays cancelled without reading
     assert len(reads) == 2
+
+
+def test_an_abandoned_stream_gets_a_terminal_error_frame_once(store, clock):
+    s = sid()
+    store.create(s, "alice", "websocket")
+    b = FrameBuilder(s)
+    store.append_frames(s, [b.start("m"), b.delta("partial")])
+    clock.now += STALE_AFTER_S + 1
+    rec = store.end_if_abandoned(store.get(s))
+    assert (rec.status, rec.error_code, rec.last_seq) == ("error", "INTERNAL", 2)
+    assert store.end_if_abandoned(rec) == rec  # a second reader changes nothing
+    frames = store.frames_after(s, -1)
+    assert [f["type"] for f in frames] == ["start", "delta", "error"]
+    assert frames[-1]["seq"] == 2 and frames[-1]["error"]["code"] == "INTERNAL"
+    assert store.running_count("alice") == 0
+
+
+def test_a_stream_within_a_lambda_lifetime_is_not_abandoned(store, clock):
+    s = sid()
+    store.create(s, "alice", "websocket")
+    clock.now += STALE_AFTER_S - 1
+    assert store.end_if_abandoned(store.get(s)).status == "running"
+    assert store.frames_after(s, -1) == []

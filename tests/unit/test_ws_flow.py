@@ -412,3 +412,20 @@ def test_limit_exceeded_posts_are_retried_in_order(settings, store, sockets):
     posted = transcript(sockets.posts["c1"])
     assert [f["seq"] for f in posted] == list(range(len(posted)))
     assert posted[-1]["type"] == "done"
+
+
+def test_resuming_an_abandoned_stream_replays_it_to_a_terminal_error(deps, store, sockets):
+    from chalicelib.stream_store import STALE_AFTER_S
+
+    sid = str(uuid.uuid4())
+    clock = [1_800_000_000.0]
+    store._clock = lambda: clock[0]
+    store.create(sid, "alice", "websocket", connection_id="old")
+    b = FrameBuilder(sid)
+    store.append_frames(sid, [b.start("m"), b.delta("a")])
+    store.mark_delivered(sid, 1)
+    clock[0] += STALE_AFTER_S + 1  # the producer died long ago
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": 0}, "c2"), deps
+    )
+    assert [(f["seq"], f["type"]) for f in sockets.posts["c2"]] == [(1, "delta"), (2, "error")]
