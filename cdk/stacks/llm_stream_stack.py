@@ -344,41 +344,31 @@ class LlmStreamStack(cdk.Stack):
         self.user_pool, self.user_pool_client = self._cognito()
 
         # Roles are ours, not Chalice's (autogen off): least privilege, visible to cdk-nag.
-        self.handler_role = iam.Role(
-            self,
+        self.handler_role = self._lambda_role(
             "HandlerRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="llm-stream REST and other Python handlers: stream store tables, logs",
+            "llm-stream REST and other Python handlers: stream store tables, logs",
         )
-        self.authorizer_role = iam.Role(
-            self,
+        self.authorizer_role = self._lambda_role(
             "AuthorizerRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="llm-stream API authorizers: verify JWTs, write logs; nothing else",
+            "llm-stream API authorizers: verify JWTs, write logs; nothing else",
         )
         # $connect/$disconnect only accept or acknowledge a socket: no data, no model.
-        self.connection_role = iam.Role(
-            self,
+        self.connection_role = self._lambda_role(
             "WsConnectionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="llm-stream $connect/$disconnect handlers: write logs; nothing else",
+            "llm-stream $connect/$disconnect handlers: write logs; nothing else",
         )
         # Separate from the generator's role: this one may invoke the generator, and a role
         # granting invoke on the function that uses it would be a CloudFormation cycle.
-        self.ws_message_role = iam.Role(
-            self,
+        self.ws_message_role = self._lambda_role(
             "WsMessageRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=(
+            (
                 "llm-stream WebSocket messages: stream store, post to this API's connections, "
                 "start the generator"
             ),
         )
-        self.generator_role = iam.Role(
-            self,
+        self.generator_role = self._lambda_role(
             "GeneratorRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=(
+            (
                 "llm-stream generator: stream store, one Bedrock model, post to this API's "
                 "connections"
             ),
@@ -447,6 +437,15 @@ class LlmStreamStack(cdk.Stack):
         self._nag_suppressions()
 
     # -- resources ---------------------------------------------------------------------------
+
+    def _lambda_role(self, construct_id: str, description: str) -> iam.Role:
+        """An empty role for Lambda; each caller grants exactly what its functions need."""
+        return iam.Role(
+            self,
+            construct_id,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=description,
+        )
 
     def _table(self, construct_id: str, schema: Mapping[str, Any]) -> dynamodb.Table:
         """A table built from a stream_store schema constant, so AWS and the local cloud
@@ -572,11 +571,9 @@ class LlmStreamStack(cdk.Stack):
         self, code_dir: Path, environment: Mapping[str, str]
     ) -> tuple[lambda_.Function, lambda_.FunctionUrl]:
         """The Node.js Lambda that streams one generation as SSE over its Function URL."""
-        self.stream_function_role = role = iam.Role(
-            self,
+        self.stream_function_role = role = self._lambda_role(
             "StreamFunctionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="llm-stream Function URL streamer: stream store, one Bedrock model, logs",
+            "llm-stream Function URL streamer: stream store, one Bedrock model, logs",
         )
         self.streams_table.grant_read_write_data(role)
         self.frames_table.grant_read_write_data(role)
