@@ -941,14 +941,10 @@ class CognitoEmulator:
 
     def _admin_get_user(self, body: dict[str, Any]) -> dict[str, Any]:
         _, user = self._admin_user(body)
-        return {
-            "Username": user.username,
-            "UserAttributes": user.attribute_list(),
-            "UserCreateDate": user.created,
-            "UserLastModifiedDate": user.modified,
-            "Enabled": True,
-            "UserStatus": user.status,
-        }
+        # The same fields as a UserType, except that AdminGetUser names the list differently.
+        info = self._user_type(user)
+        info["UserAttributes"] = info.pop("Attributes")
+        return info
 
     def _admin_delete_user(self, body: dict[str, Any]) -> dict[str, Any]:
         pool, user = self._admin_user(body)
