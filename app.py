@@ -11,9 +11,9 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from chalice import AuthResponse, Chalice, CORSConfig, Response
-from chalice.app import AuthRequest, WebsocketEvent
+from chalice.app import AuthRequest, SQSEvent, WebsocketEvent
 
-from chalicelib import rest_api, services, ws_flow
+from chalicelib import appsync_flow, rest_api, services, ws_flow
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.gateway_auth import Unauthorized, claims_context
 from chalicelib.jwt_verify import TokenError, bearer_token
@@ -162,3 +162,32 @@ def ws_generate(event: dict[str, Any], context: Any) -> dict[str, str]:
         remaining_ms=context.get_remaining_time_in_millis,
     )
     return {"status": ws_flow.generate(event, deps, worker_id=context.aws_request_id)}
+
+
+# -- AppSync + SQS architecture (chalicelib/appsync_flow.py) ---------------------------------
+
+
+@app.lambda_function(name="appsync_resolver")
+def appsync_resolver(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """startStream, cancelStream and streamFrames (cdk/appsync/stream_operation.js)."""
+    deps = appsync_flow.ResolverDeps(
+        settings=services.settings(), store=services.store(), enqueue=services.enqueue_work
+    )
+    return appsync_flow.resolve(event, deps)
+
+
+@app.on_sqs_message(
+    queue_arn=services.settings().work_queue_arn,
+    batch_size=services.settings().worker_batch_size,
+    name="appsync_worker",
+)
+def appsync_worker(event: SQSEvent) -> dict[str, Any]:
+    """Produces the streams startStream queued; partial batch failures (Powertools)."""
+    deps = appsync_flow.WorkerDeps(
+        settings=services.settings(),
+        store=services.store(),
+        publish=services.publisher().publish,
+        streamer=services.streamer(),
+        remaining_ms=event.context.get_remaining_time_in_millis,
+    )
+    return appsync_flow.handle_batch(event.to_dict(), deps)

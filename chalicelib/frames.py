@@ -266,6 +266,16 @@ def parse_stream_id(value: Any) -> str:
     return str(parsed)
 
 
+MAX_SEQ = 10**9
+
+
+def parse_after_seq(value: Any) -> int:
+    """The ``afterSeq`` of a read or resume: -1 (everything) up to ``MAX_SEQ``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_SEQ:
+        raise _bad(f"afterSeq must be an integer from -1 to {MAX_SEQ}")
+    return value
+
+
 def _parse_messages(raw: Any, limits: Limits) -> tuple[Message, ...]:
     if not isinstance(raw, list) or not raw:
         raise _bad("messages must be a non-empty array")

@@ -10,12 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.errors import ErrorCode, StreamError
-from chalicelib.frames import parse_stream_id
+from chalicelib.frames import parse_after_seq, parse_stream_id
 from chalicelib.settings import Settings
-from chalicelib.stream_store import StreamStore
+from chalicelib.stream_store import StreamRecord, StreamStore
 
 MAX_FRAMES_PER_READ = 500
-_MAX_SEQ = 10**9
 
 
 def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
@@ -51,7 +50,8 @@ def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
     }
 
 
-def parse_after_seq(query: Mapping[str, str] | None) -> int:
+def after_seq_query(query: Mapping[str, str] | None) -> int:
+    """``?afterSeq=N`` of a REST read; -1 when absent."""
     raw = (query or {}).get("afterSeq")
     if raw is None or raw == "":
         return -1
@@ -59,21 +59,27 @@ def parse_after_seq(query: Mapping[str, str] | None) -> int:
         value = int(raw)
     except ValueError:
         raise StreamError(ErrorCode.BAD_REQUEST, "afterSeq must be an integer") from None
-    if not -1 <= value <= _MAX_SEQ:
-        raise StreamError(ErrorCode.BAD_REQUEST, f"afterSeq must be from -1 to {_MAX_SEQ}")
-    return value
+    return parse_after_seq(value)
+
+
+def snapshot(
+    store: StreamStore, owner: str, stream_id: Any, after_seq: Any
+) -> tuple[StreamRecord, list[dict[str, Any]], bool]:
+    """The caller's own stream, its stored frames after ``after_seq`` (at most
+    ``MAX_FRAMES_PER_READ``) and whether more are stored. REST and GraphQL reads."""
+    stream_id = parse_stream_id(stream_id)
+    after = parse_after_seq(after_seq)
+    record = store.end_if_abandoned(store.get_owned(stream_id, owner))
+    frames = store.frames_after(stream_id, after, limit=MAX_FRAMES_PER_READ + 1)
+    return record, frames[:MAX_FRAMES_PER_READ], len(frames) > MAX_FRAMES_PER_READ
 
 
 def read_stream(
     store: StreamStore, owner: str, stream_id: str, query: Mapping[str, str] | None
 ) -> dict[str, Any]:
     """Status and stored frames after ``afterSeq`` of the caller's own stream."""
-    stream_id = parse_stream_id(stream_id)
-    after_seq = parse_after_seq(query)
-    record = store.end_if_abandoned(store.get_owned(stream_id, owner))
-    frames = store.frames_after(stream_id, after_seq, limit=MAX_FRAMES_PER_READ + 1)
-    has_more = len(frames) > MAX_FRAMES_PER_READ
-    return {**record.public(), "frames": frames[:MAX_FRAMES_PER_READ], "hasMore": has_more}
+    record, frames, has_more = snapshot(store, owner, stream_id, after_seq_query(query))
+    return {**record.public(), "frames": frames, "hasMore": has_more}
 
 
 def cancel_stream(store: StreamStore, owner: str, stream_id: str) -> dict[str, Any]:

@@ -48,7 +48,28 @@ def lambda_client() -> Any:
     return boto3.client("lambda", region_name=settings().region)
 
 
+@functools.cache
+def sqs_client() -> Any:
+    import boto3  # deferred: only the AppSync resolver sends to SQS
+
+    return boto3.client("sqs", region_name=settings().region)
+
+
+def enqueue_work(message: dict[str, Any]) -> None:
+    """Queue one stream for the AppSync worker."""
+    import json
+
+    sqs_client().send_message(QueueUrl=settings().work_queue_url, MessageBody=json.dumps(message))
+
+
+@functools.cache
+def publisher() -> Any:
+    from chalicelib.appsync_publish import AppSyncPublisher
+
+    return AppSyncPublisher.from_settings(settings())
+
+
 def reset() -> None:
     """Forget every built service (the next call rebuilds it from the environment)."""
-    for fn in (settings, verifier, store, streamer, lambda_client):
+    for fn in (settings, verifier, store, streamer, lambda_client, sqs_client, publisher):
         fn.cache_clear()

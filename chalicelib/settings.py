@@ -92,6 +92,23 @@ class Settings:
     websocket_management_url: str = ""
     generate_function_name: str = "ws_generate"
 
+    # AppSync + SQS architecture: the work queue (the resolver sends, the worker's event
+    # source reads), the GraphQL endpoint the worker publishes to (IAM, SigV4), and how
+    # the worker is run. The queue's visibility timeout is >= 6x the worker's timeout and
+    # it redrives to the DLQ after worker_max_receive_count receives (CDK sets both).
+    work_queue_url: str = ""
+    work_queue_arn: str = "arn:aws:sqs:us-east-1:123456789012:llm-stream-work"
+    appsync_graphql_url: str = ""
+    # Records of a batch run one after another and each is a whole generation: keep 1.
+    worker_batch_size: int = 1
+    worker_timeout_s: int = 180
+    worker_max_receive_count: int = 3
+    # A worker renews its claim on a stream every third of this; a claim not renewed for
+    # this long belongs to a worker that died.
+    claim_lease_s: float = 30.0
+    publish_retries: int = 2
+    publish_timeout_s: float = 5.0
+
     # Published by GET /config so no client needs hand-copied settings.
     public_rest_url: str = ""
     public_function_url: str = ""
@@ -167,6 +184,17 @@ class Settings:
             cors_allow_origin=_str(env, "CORS_ALLOW_ORIGIN", d.cors_allow_origin),
             websocket_management_url=_str(env, "WEBSOCKET_MANAGEMENT_URL", ""),
             generate_function_name=_str(env, "GENERATE_FUNCTION_NAME", d.generate_function_name),
+            work_queue_url=_str(env, "WORK_QUEUE_URL", ""),
+            work_queue_arn=_str(env, "WORK_QUEUE_ARN", d.work_queue_arn),
+            appsync_graphql_url=_str(env, "APPSYNC_GRAPHQL_URL", ""),
+            worker_batch_size=_int(env, "WORKER_BATCH_SIZE", d.worker_batch_size, 1, 10),
+            worker_timeout_s=_int(env, "WORKER_TIMEOUT_S", d.worker_timeout_s, 1, 900),
+            worker_max_receive_count=_int(
+                env, "WORKER_MAX_RECEIVE_COUNT", d.worker_max_receive_count, 1, 1000
+            ),
+            claim_lease_s=_float(env, "CLAIM_LEASE_S", d.claim_lease_s, 0.05, 900),
+            publish_retries=_int(env, "PUBLISH_RETRIES", d.publish_retries, 0, 10),
+            publish_timeout_s=_float(env, "PUBLISH_TIMEOUT_S", d.publish_timeout_s, 0.1, 60),
             public_rest_url=_str(env, "PUBLIC_REST_URL", ""),
             public_function_url=_str(env, "PUBLIC_FUNCTION_URL", ""),
             public_websocket_url=_str(env, "PUBLIC_WEBSOCKET_URL", ""),

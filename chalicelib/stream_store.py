@@ -59,6 +59,11 @@ FRAMES_TABLE_SCHEMA: dict[str, Any] = {
     "TimeToLiveAttribute": "expiresAt",
 }
 
+# What readers and retries see of a stream whose producer died.
+ABANDONED = StreamError(
+    ErrorCode.INTERNAL, "The stream stopped unexpectedly; start it again.", retryable=True
+)
+
 _BATCH = 25  # BatchWriteItem's per-call maximum
 _BATCH_RETRIES = 8
 
@@ -80,6 +85,8 @@ class StreamRecord:
     error_code: str | None = None
     # Highest seq whose delivery has started (stored, then sent to connection_id).
     delivered_seq: int | None = None
+    # Until when the claim of ``claimed_by`` holds (epoch s), for producers that renew one.
+    lease_until: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -131,6 +138,7 @@ def _record(item: dict[str, Any]) -> StreamRecord:
         last_seq=None if last_seq is None else int(last_seq),
         error_code=s("errorCode"),
         delivered_seq=None if delivered_seq is None else int(delivered_seq),
+        lease_until=n("leaseUntil"),
     )
 
 
@@ -343,28 +351,86 @@ class StreamStore:
 
     # -- producer side ----------------------------------------------------------------
 
-    def claim(self, stream_id: str, worker_id: str) -> bool:
-        """Take the right to produce a stream; False if it is claimed or finished."""
+    def claim(self, stream_id: str, worker_id: str, lease_s: float | None = None) -> bool:
+        """Take the right to produce a stream; False if it is claimed or finished.
+
+        With ``lease_s`` the claim lapses unless renewed (``renew_claim``) within that
+        time, which lets a later worker tell a dead producer from a live one.
+        """
         now = self._clock()
+        update = "SET claimedBy = :w, updatedAt = :now"
+        values: dict[str, Any] = {
+            ":w": {"S": worker_id},
+            ":now": {"N": repr(now)},
+            ":running": {"S": RUNNING},
+        }
+        if lease_s is not None:
+            update += ", leaseUntil = :lease"
+            values[":lease"] = {"N": repr(now + lease_s)}
         try:
             self.client.update_item(
                 TableName=self._streams,
                 Key=_stream_key(stream_id),
-                UpdateExpression="SET claimedBy = :w, updatedAt = :now",
+                UpdateExpression=update,
                 ConditionExpression="attribute_exists(pk) AND #status = :running "
                 "AND attribute_not_exists(claimedBy)",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":w": {"S": worker_id},
-                    ":now": {"N": repr(now)},
-                    ":running": {"S": RUNNING},
-                },
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
                 return False
             raise
         return True
+
+    def renew_claim(self, stream_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend ``worker_id``'s claim by ``lease_s``; returns whether a cancel was
+        requested. Raises ``ClaimLost`` when the stream no longer runs under this claim
+        (someone took its producer for dead and ended it)."""
+        try:
+            resp = self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression="SET leaseUntil = :lease",
+                ConditionExpression="claimedBy = :w AND #status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":w": {"S": worker_id},
+                    ":running": {"S": RUNNING},
+                    ":lease": {"N": repr(self._clock() + lease_s)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise ClaimLost(stream_id) from None
+            raise
+        return bool(resp["Attributes"].get("cancelRequested", {}).get("BOOL", False))
+
+    def release_claim(self, stream_id: str, worker_id: str) -> bool:
+        """Give up ``worker_id``'s claim before producing anything, so a retry can claim."""
+        try:
+            self.client.update_item(
+                TableName=self._streams,
+                Key=_stream_key(stream_id),
+                UpdateExpression="REMOVE claimedBy, leaseUntil",
+                ConditionExpression="claimedBy = :w AND #status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":w": {"S": worker_id}, ":running": {"S": RUNNING}},
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def claim_lapsed(self, record: StreamRecord) -> bool:
+        """The stream is claimed under a lease nobody renewed in time: its producer died."""
+        return (
+            record.claimed_by is not None
+            and record.lease_until is not None
+            and self._clock() > record.lease_until
+        )
 
     def attach(self, stream_id: str, owner: str, connection_id: str) -> StreamRecord:
         """Point the owner's stream at a new connection (resume from another socket).
@@ -439,19 +505,31 @@ class StreamStore:
         """End a stream whose producer cannot be alive any more with an error frame.
 
         No update for longer than a Lambda can run means the producer crashed or
-        was never started (a lost invoke, an exhausted queue): readers get a
-        terminal frame instead of waiting forever, and the owner's slot is freed.
+        was never started (a lost invoke, an exhausted queue); a lapsed claim lease
+        means its producer died. Readers get a terminal frame instead of waiting
+        forever, and the owner's slot is freed.
         """
-        if record.terminal or self._clock() - record.updated_at <= STALE_AFTER_S:
+        if record.terminal:
             return record
+        if self._clock() - record.updated_at <= STALE_AFTER_S and not self.claim_lapsed(record):
+            return record
+        self.end_with_error(record, ABANDONED)
+        return self.get(record.stream_id) or record
+
+    def end_with_error(self, record: StreamRecord, err: StreamError) -> dict[str, Any] | None:
+        """End a running stream with a terminal error frame after its stored frames.
+
+        Returns the frame if this call ended the stream; None if it had already ended
+        (``finish`` is conditional on "running", so of two racing callers one appends).
+        """
         seq = self.last_stored_seq(record.stream_id) + 1
-        err = StreamError(ErrorCode.INTERNAL, "The stream stopped unexpectedly; start it again.")
-        # finish() is conditional on "running", so of two racing readers one appends.
-        if self.finish(
+        if not self.finish(
             record.stream_id, record.owner, ERROR, last_seq=seq, error_code=err.code.value
         ):
-            self.append_frames(record.stream_id, [FrameBuilder(record.stream_id, seq).error(err)])
-        return self.get(record.stream_id) or record
+            return None
+        frame = FrameBuilder(record.stream_id, seq).error(err)
+        self.append_frames(record.stream_id, [frame])
+        return frame
 
     def frames_after(self, stream_id: str, after_seq: int, limit: int = 1000) -> list[dict]:
         """Stored frames with seq > after_seq, in order, at most ``limit``."""
@@ -560,6 +638,8 @@ class CancelWatch:
         stream_id: str,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        claim: tuple[str, float] | None = None,
     ) -> None:
         self._store = store
         self._stream_id = stream_id
@@ -567,15 +647,33 @@ class CancelWatch:
         self._clock = clock
         self._checked_at: float | None = None
         self._cancelled = False
+        # (worker id, lease): one of the reads becomes a renewal every third of the lease.
+        self._claim = claim
+        self._renewed_at = clock()
+        # The claim was lost: whatever the producer still makes must not be delivered.
+        self.claim_lost = False
 
     def cancelled(self) -> bool:
+        """True once a cancel was requested or (with a claim) the claim was lost."""
         if self._cancelled:
             return True
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= self._interval:
             self._checked_at = now
-            self._cancelled = self._store.is_cancel_requested(self._stream_id)
+            if self._claim is not None and now - self._renewed_at >= self._claim[1] / 3:
+                self._renewed_at = now
+                worker_id, lease_s = self._claim
+                try:
+                    self._cancelled = self._store.renew_claim(self._stream_id, worker_id, lease_s)
+                except ClaimLost:
+                    self.claim_lost = self._cancelled = True
+            else:
+                self._cancelled = self._store.is_cancel_requested(self._stream_id)
         return self._cancelled
+
+
+class ClaimLost(Exception):
+    """The stream no longer runs under the caller's claim."""
 
 
 class _StreamExists(Exception):

@@ -29,7 +29,7 @@ from chalice import WebsocketDisconnectedError
 from chalice.app import WebsocketAPI
 
 from chalicelib import stream_store
-from chalicelib.bedrock import BedrockStreamer, MetadataEvent, StopEvent, TextEvent
+from chalicelib.bedrock import BedrockStreamer
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.flush import FlushPolicy
 from chalicelib.frames import (
@@ -37,12 +37,14 @@ from chalicelib.frames import (
     FrameBuilder,
     encode,
     max_text_chars,
+    parse_after_seq,
     parse_start_request,
     parse_stream_id,
     rejection,
 )
 from chalicelib.gateway_auth import Unauthorized, claims_context, policy
 from chalicelib.jwt_verify import JwtVerifier, TokenError
+from chalicelib.producer import DEADLINE_MARGIN_S, produce
 from chalicelib.sender import OrderedSender
 from chalicelib.settings import Settings
 from chalicelib.stream_store import CancelWatch, StreamStore
@@ -54,13 +56,9 @@ AUTH_PREFIX = "auth."
 TRANSPORT = "websocket"
 ACTIONS = ("stream", "cancel", "resume")
 _REPLAY_PAGE = 500
-_MAX_SEQ = 10**9
 # Posts refused with LimitExceededException are retried this many times (ordered,
 # since the sender waits), then the frame is left to the store for repair.
 _LIMIT_RETRIES = 4
-# Stop generating this long before Lambda's own timeout, so the stream still ends
-# with a terminal frame and the store is left consistent.
-_DEADLINE_MARGIN_S = 10.0
 
 Send = Callable[[str, str], None]  # (connection id, text); raises WebsocketDisconnectedError
 
@@ -200,18 +198,12 @@ def _start(body: dict[str, Any], owner: str, connection_id: str, deps: MessageDe
         raise StreamError(ErrorCode.INTERNAL, "The stream could not be started.") from None
 
 
-def _after_seq(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= _MAX_SEQ:
-        raise _bad(f"afterSeq must be an integer from -1 to {_MAX_SEQ}")
-    return value
-
-
 def resume(
     deps: MessageDeps, owner: str, connection_id: str, raw_stream_id: Any, after_seq: Any
 ) -> None:
     """Attach the owner's stream to this connection and replay the frames it missed."""
     stream_id = parse_stream_id(raw_stream_id)
-    after = _after_seq(after_seq)
+    after = parse_after_seq(after_seq)
     deps.store.end_if_abandoned(deps.store.get_owned(stream_id, owner))
     record = deps.store.attach(stream_id, owner, connection_id)
     if record.terminal:
@@ -314,9 +306,22 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
         name=f"ws-sender-{stream_id[:8]}",
     )
     sender.start()
-    status, error_code = _produce(payload, deps, sender, stream_id)
-    # Within the deadline margin, so the store is finished before Lambda's timeout.
-    drained = sender.close(timeout=_DEADLINE_MARGIN_S / 2)
+    sender.send_frame(lambda b: b.start(settings.model_id))
+    # Checked at twice the flush rate so a cancel lands within one flush interval.
+    watch = CancelWatch(deps.store, stream_id, settings.flush_interval_ms / 2000.0)
+    try:
+        status, error_code = produce(
+            payload.get("request"),
+            settings=settings,
+            streamer=deps.streamer,
+            sender=sender,
+            watch=watch,
+            remaining_ms=deps.remaining_ms(),
+            stream_id=stream_id,
+        )
+    finally:
+        # Within the deadline margin, so the store is finished before Lambda's timeout.
+        drained = sender.close(timeout=DEADLINE_MARGIN_S / 2)
     if not drained:
         log.error("sender did not drain", extra={"streamId": stream_id})
     deps.store.finish(stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code)
@@ -331,48 +336,3 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
         },
     )
     return status
-
-
-def _produce(
-    payload: Mapping[str, Any], deps: GenerateDeps, sender: OrderedSender, stream_id: str
-) -> tuple[str, str | None]:
-    """Run the model into the sender; returns (status, error code)."""
-    settings = deps.settings
-    sender.send_frame(lambda b: b.start(settings.model_id))
-    # Checked at twice the flush rate so a cancel lands within one flush interval.
-    poll_s = settings.flush_interval_ms / 2000.0
-    watch = CancelWatch(deps.store, stream_id, poll_s)
-    deadline = time.monotonic() + max(0.0, deps.remaining_ms() / 1000.0 - _DEADLINE_MARGIN_S)
-    stop_reason = "end_turn"
-    usage: dict[str, int] | None = None
-    metrics: dict[str, int] | None = None
-    try:
-        req = parse_start_request(payload.get("request"), settings.limits)
-        with deps.streamer.open(req) as stream:
-            while True:
-                if watch.cancelled():
-                    stop_reason = "cancelled"
-                    break  # leaving the with-block closes the model stream
-                if time.monotonic() > deadline:
-                    raise StreamError(ErrorCode.MODEL_TIMEOUT, "The answer took too long.")
-                try:
-                    event = stream.next_event(poll_s)
-                except StopIteration:
-                    break
-                if isinstance(event, TextEvent):
-                    sender.send_text(event.text)
-                elif isinstance(event, StopEvent):
-                    stop_reason = event.stop_reason
-                elif isinstance(event, MetadataEvent):
-                    usage, metrics = event.usage, event.metrics
-    except StreamError as err:
-        sender.send_frame(lambda b, e=err: b.error(e))
-        return stream_store.ERROR, err.code.value
-    except Exception:
-        log.exception("generation failed", extra={"streamId": stream_id})
-        err = StreamError(ErrorCode.INTERNAL, "The stream failed.")
-        sender.send_frame(lambda b, e=err: b.error(e))
-        return stream_store.ERROR, err.code.value
-    sender.send_frame(lambda b: b.done(stop_reason, usage, metrics))
-    status = stream_store.CANCELLED if stop_reason == "cancelled" else stream_store.DONE
-    return status, None

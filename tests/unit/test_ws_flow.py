@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -15,7 +14,7 @@ from chalice import WebsocketDisconnectedError
 from moto import mock_aws
 
 from chalicelib import ws_flow
-from chalicelib.bedrock import MetadataEvent, StopEvent, TextEvent
+from chalicelib.bedrock import TextEvent
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import FrameBuilder, validate_frame
 from chalicelib.gateway_auth import Unauthorized
@@ -23,6 +22,7 @@ from chalicelib.jwt_verify import JwksCache, JwtVerifier
 from chalicelib.settings import Settings
 from chalicelib.stream_store import StreamStore
 from local.provision import create_tables
+from tests.support.fake_model import FakeStreamer, answer
 from tests.support.tokens import CLIENT_ID, ISSUER, SigningKey, id_claims, sign
 
 KEY = SigningKey()
@@ -44,54 +44,6 @@ class Sockets:
             self.limit_exceeded -= 1
             raise ClientError({"Error": {"Code": "LimitExceededException"}}, "PostToConnection")
         self.posts.setdefault(connection_id, []).append(json.loads(data))
-
-
-class FakeModelStream:
-    """Yields scripted events; ``hooks[i]`` runs before event i is returned."""
-
-    def __init__(self, events: list[Any], hooks: dict[int, Callable[[], None]]) -> None:
-        self._events = list(events)
-        self._hooks = hooks
-        self._i = 0
-        self.closed = False
-
-    def next_event(self, timeout: float) -> Any:
-        if self.closed or self._i >= len(self._events):
-            raise StopIteration
-        if self._i in self._hooks:
-            self._hooks[self._i]()
-        event = self._events[self._i]
-        self._i += 1
-        if isinstance(event, StreamError):
-            raise event
-        return event
-
-    def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self) -> FakeModelStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class FakeStreamer:
-    def __init__(self, events: list[Any], hooks: dict[int, Callable[[], None]] | None = None):
-        self.stream = FakeModelStream(events, hooks or {})
-        self.requests: list[Any] = []
-
-    def open(self, req: Any) -> FakeModelStream:
-        self.requests.append(req)
-        return self.stream
-
-
-def answer(*texts: str) -> list[Any]:
-    return [
-        *(TextEvent(t) for t in texts),
-        StopEvent("end_turn"),
-        MetadataEvent({"inputTokens": 3, "outputTokens": len(texts)}, {"modelLatencyMs": 5}),
-    ]
 
 
 @pytest.fixture

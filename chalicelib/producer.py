@@ -1,0 +1,80 @@
+"""Reading the model into an ordered sender: the generation loop every Python producer
+shares (the WebSocket generator and the AppSync worker)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib import stream_store
+from chalicelib.bedrock import BedrockStreamer, MetadataEvent, StopEvent, TextEvent
+from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.frames import parse_start_request
+from chalicelib.sender import OrderedSender
+from chalicelib.settings import Settings
+from chalicelib.stream_store import CancelWatch
+
+log = logging.getLogger(__name__)
+
+# Stop generating this long before Lambda's own timeout (at most a sixth of the time
+# left, for short timeouts), so the stream still ends with a terminal frame and the
+# store is left consistent.
+DEADLINE_MARGIN_S = 10.0
+
+
+def produce(
+    request: Mapping[str, Any] | None,
+    *,
+    settings: Settings,
+    streamer: BedrockStreamer,
+    sender: OrderedSender,
+    watch: CancelWatch,
+    remaining_ms: int,
+    stream_id: str,
+) -> tuple[str, str | None]:
+    """Run the model for ``request`` into ``sender`` until it ends, fails, is cancelled
+    or the deadline nears; queues the terminal frame and returns (status, error code).
+
+    The caller has queued the ``start`` frame. ``watch`` is asked between model events,
+    which arrive at least every half flush interval, so a cancel takes effect within
+    one flush interval and closes the model stream.
+    """
+    poll_s = settings.flush_interval_ms / 2000.0
+    remaining_s = remaining_ms / 1000.0
+    margin_s = min(DEADLINE_MARGIN_S, remaining_s / 6)
+    deadline = time.monotonic() + max(0.0, remaining_s - margin_s)
+    stop_reason = "end_turn"
+    usage: dict[str, int] | None = None
+    metrics: dict[str, int] | None = None
+    try:
+        req = parse_start_request(request, settings.limits)
+        with streamer.open(req) as stream:
+            while True:
+                if watch.cancelled():
+                    stop_reason = "cancelled"
+                    break  # leaving the with-block closes the model stream
+                if time.monotonic() > deadline:
+                    raise StreamError(ErrorCode.MODEL_TIMEOUT, "The answer took too long.")
+                try:
+                    event = stream.next_event(poll_s)
+                except StopIteration:
+                    break
+                if isinstance(event, TextEvent):
+                    sender.send_text(event.text)
+                elif isinstance(event, StopEvent):
+                    stop_reason = event.stop_reason
+                elif isinstance(event, MetadataEvent):
+                    usage, metrics = event.usage, event.metrics
+    except StreamError as err:
+        sender.send_frame(lambda b, e=err: b.error(e))
+        return stream_store.ERROR, err.code.value
+    except Exception:
+        log.exception("generation failed", extra={"streamId": stream_id})
+        err = StreamError(ErrorCode.INTERNAL, "The stream failed.")
+        sender.send_frame(lambda b, e=err: b.error(e))
+        return stream_store.ERROR, err.code.value
+    sender.send_frame(lambda b: b.done(stop_reason, usage, metrics))
+    status = stream_store.CANCELLED if stop_reason == "cancelled" else stream_store.DONE
+    return status, None
