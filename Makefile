@@ -36,6 +36,7 @@ endif
 
 test-node: install
 	cd node_function && npm test
+	node --test cdk/appsync/resolvers.test.mjs
 
 run: install
 	$(BIN)/python -m local

@@ -1,10 +1,12 @@
 """The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API, WebSocket API and their
 Python Lambdas), the Node.js streaming Lambda behind a Function URL (architecture 1), the
-Cognito user pool and app client, and the two stream-store tables.
+AppSync GraphQL API with its SQS work queue and DLQ (architecture 3), the Cognito user pool and
+app client, and the two stream-store tables.
 
 Chalice has no WebSocket authorizer; this stack adds the ``$connect`` REQUEST authorizer, makes
 the WebSocket stage auto-deploy, and scopes ``@connections`` and generator-invoke permissions.
-Later issues add AppSync and SQS.
+Chalice has no AppSync and no SQS partial batch responses; this stack wires the GraphQL
+resolvers to the ``appsync_resolver`` function and fixes the worker's SQS event source.
 
 Settings reach the Python Lambdas only through ``stage_config["environment_variables"]``:
 the Chalice construct names its stage after the stack path, so the stages of
@@ -27,11 +29,14 @@ from unittest import mock
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_appsync as appsync
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from chalice.cdk import Chalice
 from chalice.config import Config as ChaliceConfig
 from chalice.deploy.packager import DependencyBuilder, MissingDependencyError, PipRunner
@@ -98,6 +103,59 @@ DEFAULT_STREAM_RESERVED_CONCURRENCY = 20
 # the JSON body, and the SSE resume position.
 FUNCTION_URL_ALLOWED_HEADERS = ("authorization", "content-type", "last-event-id")
 FUNCTION_URL_CORS_MAX_AGE_S = 600
+# Architecture 3 (AppSync + SQS). Logical ids of the Chalice template's functions (app.py names
+# them appsync_resolver and appsync_worker) and of the worker's SQS event.
+APPSYNC_RESOLVER_FUNCTION = "AppsyncResolver"
+APPSYNC_WORKER_FUNCTION = "AppsyncWorker"
+APPSYNC_WORKER_EVENT_SOURCE = "AppsyncWorkerSqsEventSource"
+# The schema and the APPSYNC_JS resolver code, shared with the local AppSync emulator.
+APPSYNC_DIR = Path(__file__).resolve().parents[1] / "appsync"
+APPSYNC_SCHEMA_FILE = "schema.graphql"
+APPSYNC_JS_RUNTIME = appsync.CfnResolver.AppSyncRuntimeProperty(
+    name="APPSYNC_JS", runtime_version="1.0.0"
+)
+# The only mutation the worker may call (IAM auth): it publishes frames to subscribers.
+PUBLISH_MUTATION = "publishFrames"
+# (type, field, data source, code): the Lambda data source is the appsync_resolver function;
+# the NONE data source returns its arguments (publish) or sets the subscription filter.
+APPSYNC_LAMBDA = "lambda"
+APPSYNC_NONE = "none"
+APPSYNC_RESOLVERS = (
+    ("Mutation", "startStream", APPSYNC_LAMBDA, "stream_operation.js"),
+    ("Mutation", "cancelStream", APPSYNC_LAMBDA, "stream_operation.js"),
+    ("Query", "streamFrames", APPSYNC_LAMBDA, "stream_operation.js"),
+    ("Mutation", PUBLISH_MUTATION, APPSYNC_NONE, "publish_frames.js"),
+    ("Subscription", "onStreamFrame", APPSYNC_NONE, "on_stream_frame.js"),
+)
+# AppSync gives a resolver 30 s in all; the resolver only writes the store and enqueues.
+APPSYNC_RESOLVER_TIMEOUT_S = 10
+# The SQS worker: one constant each for the function, the queue and the settings it reads
+# (WORKER_TIMEOUT_S, WORKER_BATCH_SIZE, WORKER_MAX_RECEIVE_COUNT).
+WORKER_TIMEOUT_S = 180
+WORKER_MEMORY_MB = 512
+# A record is a whole generation and the records of a batch run one after another, so each
+# stream gets its own invocation; Lambda's concurrency is the parallelism.
+WORKER_BATCH_SIZE = 1
+# Lambda's guidance for SQS event sources: visibility timeout >= 6x the function timeout, so a
+# batch retried after throttling is not redelivered while still being processed.
+WORK_QUEUE_VISIBILITY_TIMEOUT_S = 6 * WORKER_TIMEOUT_S
+# Receives before a message moves to the DLQ; the worker ends the stream with an error frame
+# on the last one, so no client waits forever (DESIGN §5).
+WORKER_MAX_RECEIVE_COUNT = 3
+# Caps concurrent worker invocations, i.e. concurrent AppSync streams (Bedrock cost and
+# quota). Unlike reserved concurrency, the event source then polls less instead of being
+# throttled, and throttled receives would count towards WORKER_MAX_RECEIVE_COUNT.
+WORKER_MAX_CONCURRENCY = 100
+DLQ_RETENTION = cdk.Duration.days(14)  # SQS's maximum: time to inspect and redrive
+# What the event source mapping does with the execution role's permissions, plus
+# ChangeMessageVisibility for the worker itself; never on "*" (Chalice's autogen policy).
+WORKER_SQS_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+)
+
 # Python level names (LOG_LEVEL) as Lambda's application log levels (JSON log format).
 _APPLICATION_LOG_LEVELS = {
     "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
@@ -314,8 +372,8 @@ def _chalice_packaging(source_dir: str, runtime: str) -> Iterator[None]:
 
 
 class LlmStreamStack(cdk.Stack):
-    """Chalice REST and WebSocket APIs + Lambdas, the Node.js Function URL, Cognito, and the
-    DynamoDB stream store.
+    """Chalice REST and WebSocket APIs + Lambdas, the Node.js Function URL, the AppSync API
+    with its SQS work queue and DLQ, Cognito, and the DynamoDB stream store.
 
     ``node_function_dir`` defaults to ``<source_dir>/node_function``; ``require_node_modules``
     (see :func:`check_node_function_dir`) is on except in the unit-test synth.
@@ -373,11 +431,38 @@ class LlmStreamStack(cdk.Stack):
                 "connections"
             ),
         )
-        for role in (self.handler_role, self.ws_message_role, self.generator_role):
+        # Architecture 3: the resolver starts, cancels and reads streams and enqueues work;
+        # the worker produces them and publishes the frames to AppSync.
+        self.appsync_resolver_role = self._lambda_role(
+            "AppsyncResolverRole",
+            "llm-stream AppSync resolver: stream store, send to the work queue",
+        )
+        self.appsync_worker_role = self._lambda_role(
+            "AppsyncWorkerRole",
+            (
+                "llm-stream AppSync worker: stream store, one Bedrock model, consume the work "
+                "queue, publish frames to this API"
+            ),
+        )
+        for role in (
+            self.handler_role,
+            self.ws_message_role,
+            self.generator_role,
+            self.appsync_resolver_role,
+            self.appsync_worker_role,
+        ):
             self.streams_table.grant_read_write_data(role)
             self.frames_table.grant_read_write_data(role)
-        # Only the generator calls Bedrock.
+        # Only the producers call Bedrock.
         self._grant_bedrock(self.generator_role)
+        self._grant_bedrock(self.appsync_worker_role)
+
+        # Built before the Chalice app, and from nothing of it (as the Function URL): the
+        # Chalice functions name the queue and the API in their environment.
+        self.work_dlq, self.work_queue = self._work_queues()
+        self.dlq_alarm = self._dlq_alarm()
+        self.graphql_api = self._graphql_api()
+        self._grant_appsync_sqs()
 
         # Settings every function reads (Python and Node.js alike).
         shared_environment = {
@@ -393,11 +478,22 @@ class LlmStreamStack(cdk.Stack):
             node_dir, shared_environment
         )
 
+        graphql_url = self.graphql_api.graphql_url
         environment = {
             **shared_environment,
             "CORS_ALLOW_ORIGIN": self.props.allowed_origin,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "LOG_LEVEL": self.props.log_level,
+            # Architecture 3. WORK_QUEUE_ARN also feeds app.py's @on_sqs_message, but that
+            # value is not trusted (see _appsync_worker_event_source).
+            "WORK_QUEUE_URL": self.work_queue.queue_url,
+            "WORK_QUEUE_ARN": self.work_queue.queue_arn,
+            "APPSYNC_GRAPHQL_URL": graphql_url,
+            "WORKER_BATCH_SIZE": str(WORKER_BATCH_SIZE),
+            "WORKER_TIMEOUT_S": str(WORKER_TIMEOUT_S),
+            "WORKER_MAX_RECEIVE_COUNT": str(WORKER_MAX_RECEIVE_COUNT),
+            "PUBLIC_APPSYNC_GRAPHQL_URL": graphql_url,
+            "PUBLIC_APPSYNC_REALTIME_URL": self.graphql_realtime_url,
         }
         project_dir = os.path.abspath(source_dir)
         with _chalice_packaging(project_dir, LAMBDA_PYTHON_RUNTIME):
@@ -433,6 +529,8 @@ class LlmStreamStack(cdk.Stack):
         self.websocket_authorizer = self._websocket_authorizer(functions[WS_AUTHORIZER_FUNCTION])
         self._websocket_stage()
         self._generator_async_config(functions)
+        self._appsync_functions(functions)
+        self._appsync_resolvers(functions[APPSYNC_RESOLVER_FUNCTION])
         self._outputs()
         self._nag_suppressions()
 
@@ -660,6 +758,8 @@ class LlmStreamStack(cdk.Stack):
             WS_MESSAGE_FUNCTION: self.ws_message_role,
             WS_GENERATE_FUNCTION: self.generator_role,
             **dict.fromkeys(WS_CONNECTION_FUNCTIONS, self.connection_role),
+            APPSYNC_RESOLVER_FUNCTION: self.appsync_resolver_role,
+            APPSYNC_WORKER_FUNCTION: self.appsync_worker_role,
         }
         return special.get(logical_id, self.handler_role)
 
@@ -676,6 +776,8 @@ class LlmStreamStack(cdk.Stack):
             WS_MESSAGE_FUNCTION,
             WS_GENERATE_FUNCTION,
             *WS_CONNECTION_FUNCTIONS,
+            APPSYNC_RESOLVER_FUNCTION,
+            APPSYNC_WORKER_FUNCTION,
         }
         missing = expected - set(functions)
         if missing:
@@ -709,7 +811,8 @@ class LlmStreamStack(cdk.Stack):
             log_groups[logical_id] = log_group
             roles[logical_id] = role
         # Everything else keeps the stage's lambda_timeout (30 s: API Gateway's integration
-        # timeout is 29 s, and the message handler hands generation off and returns at once).
+        # timeout is 29 s, and the message handler hands generation off and returns at once),
+        # except the AppSync functions (_appsync_functions).
         functions[WS_GENERATE_FUNCTION].add_property_override("Timeout", GENERATOR_TIMEOUT_S)
         # A function must not be created (and invoked) before its role's permissions exist.
         for logical_id, function in functions.items():
@@ -851,6 +954,234 @@ class LlmStreamStack(cdk.Stack):
         # The message handler can start a generation only once no-retry is in force.
         functions[WS_MESSAGE_FUNCTION].add_resource_dependency(config)
 
+    # -- architecture 3: AppSync + SQS --------------------------------------------------------
+
+    def _work_queues(self) -> tuple[sqs.Queue, sqs.Queue]:
+        """The work queue (resolver -> worker) and its DLQ: encrypted at rest, TLS only."""
+        dlq = sqs.Queue(
+            self,
+            "WorkDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            # Standard queues keep a message's original enqueue time in the DLQ, so this must
+            # exceed the work queue's retention (4 days by default).
+            retention_period=DLQ_RETENTION,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        queue = sqs.Queue(
+            self,
+            "WorkQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=cdk.Duration.seconds(WORK_QUEUE_VISIBILITY_TIMEOUT_S),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=dlq, max_receive_count=WORKER_MAX_RECEIVE_COUNT
+            ),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        return dlq, queue
+
+    def _dlq_alarm(self) -> cloudwatch.Alarm:
+        """In alarm while any message waits in the DLQ. No action: a deployer subscribes to it."""
+        return cloudwatch.Alarm(
+            self,
+            "WorkDeadLetterQueueAlarm",
+            alarm_description=(
+                "llm-stream: AppSync work messages failed "
+                f"{WORKER_MAX_RECEIVE_COUNT} receives and are in the DLQ; inspect the "
+                "worker's logs, then redrive or purge them"
+            ),
+            metric=self.work_dlq.metric_approximate_number_of_messages_visible(
+                period=cdk.Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            # SQS stops publishing metrics of an empty queue that nothing uses: that is OK.
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _graphql_api(self) -> appsync.GraphqlApi:
+        """The GraphQL API of architecture 3: clients with Cognito ID tokens of this stack's
+        app client (default mode), the worker with IAM (``@aws_iam`` on publishFrames).
+
+        Logs: field errors only, and without verbose content (request and response headers,
+        resolver contexts and evaluated code), which would hold prompts and tokens. The log
+        group is this stack's, with retention, instead of one AppSync creates never to expire.
+        """
+        log_role = iam.Role(
+            self,
+            "GraphqlApiLogRole",
+            assumed_by=iam.ServicePrincipal("appsync.amazonaws.com"),
+            description="llm-stream AppSync API: write its own log group; nothing else",
+        )
+        api = appsync.GraphqlApi(
+            self,
+            "GraphqlApi",
+            name=f"{SERVICE_NAME}-{self.stack_name}",
+            definition=appsync.Definition.from_file(str(APPSYNC_DIR / APPSYNC_SCHEMA_FILE)),
+            authorization_config=appsync.AuthorizationConfig(
+                default_authorization=appsync.AuthorizationMode(
+                    authorization_type=appsync.AuthorizationType.USER_POOL,
+                    user_pool_config=appsync.UserPoolConfig(
+                        user_pool=self.user_pool,
+                        # Tokens of this app client only (ID token aud, access token client_id).
+                        app_id_client_regex=f"^{self.user_pool_client.user_pool_client_id}$",
+                        default_action=appsync.UserPoolDefaultAction.ALLOW,
+                    ),
+                ),
+                additional_authorization_modes=[
+                    appsync.AuthorizationMode(authorization_type=appsync.AuthorizationType.IAM)
+                ],
+            ),
+        )
+        # On the L1: the L2's log_config would add CDK's LogRetention custom resource (a Lambda
+        # with an AWS managed policy on "*"); the log group below sets the retention instead.
+        cfn_api = api.node.default_child
+        if not isinstance(cfn_api, appsync.CfnGraphQLApi):
+            raise TypeError(f"GraphqlApi's resource is a {type(cfn_api).__name__}")
+        cfn_api.log_config = appsync.CfnGraphQLApi.LogConfigProperty(
+            cloud_watch_logs_role_arn=log_role.role_arn,
+            field_log_level="ERROR",
+            exclude_verbose_content=True,
+        )
+        log_group = logs.LogGroup(
+            self,
+            "GraphqlApiLogGroup",
+            log_group_name=f"/aws/appsync/apis/{api.api_id}",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        log_group.grant_write(log_role)
+        # Should AppSync create the group first, it finds it exists (nothing broader).
+        log_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup"],
+                resources=[
+                    self.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name=log_group.log_group_name,
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        self.graphql_api_log_group = log_group
+        # wss://<id>.appsync-realtime-api.<region>.amazonaws.com/graphql (subscriptions).
+        self.graphql_realtime_url = cfn_api.attr_realtime_url
+        return api
+
+    def _grant_appsync_sqs(self) -> None:
+        """The queue and API permissions of architecture 3, each on exactly one resource."""
+        queue_arn = self.work_queue.queue_arn
+        self.appsync_resolver_role.add_to_policy(
+            iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[queue_arn])
+        )
+        self.appsync_worker_role.add_to_policy(
+            iam.PolicyStatement(actions=list(WORKER_SQS_ACTIONS), resources=[queue_arn])
+        )
+        # appsync:GraphQL on apis/<id>/types/Mutation/fields/publishFrames only.
+        self.graphql_api.grant_mutation(self.appsync_worker_role, PUBLISH_MUTATION)
+
+    def _appsync_functions(self, functions: Mapping[str, cdk.CfnResource]) -> None:
+        """Timeouts and the worker's SQS event source. Chalice's per-function settings
+        (``lambda_functions``) are read from .chalice/config.json only, never from the
+        construct's stage_config, so these are property overrides."""
+        functions[APPSYNC_RESOLVER_FUNCTION].add_property_override(
+            "Timeout", APPSYNC_RESOLVER_TIMEOUT_S
+        )
+        worker = functions[APPSYNC_WORKER_FUNCTION]
+        worker.add_property_override("Timeout", WORKER_TIMEOUT_S)
+        worker.add_property_override("MemorySize", WORKER_MEMORY_MB)
+        self._appsync_worker_event_source(worker)
+
+    def _appsync_worker_event_source(self, worker: cdk.CfnResource) -> None:
+        """The worker's SQS event source, set explicitly.
+
+        * Queue: Chalice takes it from app.py's decorator, evaluated when app.py was first
+          imported in the process; a cached import (another stack, a test) names another queue.
+        * ReportBatchItemFailures: the worker returns ``batchItemFailures``; without it Lambda
+          ignores them and deletes the failed messages with the batch. Chalice cannot set it.
+        * MaximumConcurrency: see WORKER_MAX_CONCURRENCY.
+        """
+        # The typed ``events`` getter cannot deserialize SAM's event union through jsii; the
+        # (protected) property bag holds the same values.
+        properties = self.resolve(worker._cfn_properties) or {}  # type: ignore[attr-defined]
+        event = (properties.get("events") or {}).get(APPSYNC_WORKER_EVENT_SOURCE) or {}
+        if event.get("type") != "SQS":
+            raise RuntimeError(
+                f"{APPSYNC_WORKER_FUNCTION} has no SQS event {APPSYNC_WORKER_EVENT_SOURCE}: "
+                "app.py must declare appsync_worker with @app.on_sqs_message"
+            )
+        prefix = f"Events.{APPSYNC_WORKER_EVENT_SOURCE}.Properties"
+        worker.add_property_override(f"{prefix}.Queue", self.work_queue.queue_arn)
+        worker.add_property_override(f"{prefix}.BatchSize", WORKER_BATCH_SIZE)
+        worker.add_property_override(f"{prefix}.FunctionResponseTypes", ["ReportBatchItemFailures"])
+        worker.add_property_override(
+            f"{prefix}.ScalingConfig", {"MaximumConcurrency": WORKER_MAX_CONCURRENCY}
+        )
+
+    def _appsync_resolvers(self, resolver_function: cdk.CfnResource) -> None:
+        """Data sources and APPSYNC_JS unit resolvers for every field of the schema that has
+        one (cdk/appsync/*.js, uploaded as assets)."""
+        function_arn = cdk.Token.as_string(resolver_function.get_att("Arn"))
+        # Exactly the function, unqualified: not grant_invoke(), which adds every version and
+        # alias (":*"), and which the L2 Lambda data source would call.
+        role = iam.Role(
+            self,
+            "AppsyncLambdaDataSourceRole",
+            assumed_by=iam.ServicePrincipal("appsync.amazonaws.com"),
+            description="llm-stream AppSync Lambda data source: invoke appsync_resolver only",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function_arn])
+        )
+        api_id = self.graphql_api.api_id
+        lambda_source = appsync.CfnDataSource(
+            self,
+            "AppsyncLambdaDataSource",
+            api_id=api_id,
+            name="StreamOperations",
+            description="startStream, cancelStream, streamFrames: the appsync_resolver function",
+            type="AWS_LAMBDA",
+            lambda_config=appsync.CfnDataSource.LambdaConfigProperty(
+                lambda_function_arn=function_arn
+            ),
+            service_role_arn=role.role_arn,
+        )
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is not None:  # AppSync may invoke as soon as the data source exists
+            lambda_source.add_resource_dependency(policy.node.default_child)  # type: ignore[arg-type]
+        none_source = appsync.CfnDataSource(
+            self,
+            "AppsyncNoneDataSource",
+            api_id=api_id,
+            name="PassThrough",
+            description="publishFrames and onStreamFrame: no data source, resolver code only",
+            type="NONE",
+        )
+        sources = {APPSYNC_LAMBDA: lambda_source, APPSYNC_NONE: none_source}
+        self.appsync_resolvers: dict[str, appsync.CfnResolver] = {}
+        for type_name, field_name, source, code_file in APPSYNC_RESOLVERS:
+            scope = Construct(self, f"{type_name}{field_name[:1].upper()}{field_name[1:]}Resolver")
+            code = appsync.Code.from_asset(str(APPSYNC_DIR / code_file)).bind(scope)
+            resolver = appsync.CfnResolver(
+                scope,
+                "Resource",
+                api_id=api_id,
+                type_name=type_name,
+                field_name=field_name,
+                kind="UNIT",
+                data_source_name=sources[source].attr_name,
+                runtime=APPSYNC_JS_RUNTIME,
+                code_s3_location=code.s3_location,
+                code=code.inline_code,
+            )
+            # A resolver can attach to its field only once the schema defines it.
+            self.graphql_api.add_schema_dependency(resolver)
+            self.appsync_resolvers[f"{type_name}.{field_name}"] = resolver
+
     # -- outputs and cdk-nag -----------------------------------------------------------------
 
     def _outputs(self) -> None:
@@ -883,6 +1214,27 @@ class LlmStreamStack(cdk.Stack):
         cdk.CfnOutput(self, "Region", value=self.region)
         cdk.CfnOutput(self, "StreamsTableName", value=self.streams_table.table_name)
         cdk.CfnOutput(self, "FramesTableName", value=self.frames_table.table_name)
+        cdk.CfnOutput(
+            self,
+            "AppsyncGraphqlUrl",
+            value=self.graphql_api.graphql_url,
+            description="AppSync GraphQL URL (queries, mutations); Authorization: <ID token>",
+        )
+        cdk.CfnOutput(
+            self,
+            "AppsyncRealtimeUrl",
+            value=self.graphql_realtime_url,
+            description="AppSync real-time URL (subscriptions, graphql-ws)",
+        )
+        cdk.CfnOutput(self, "AppsyncApiId", value=self.graphql_api.api_id)
+        cdk.CfnOutput(self, "WorkQueueUrl", value=self.work_queue.queue_url)
+        cdk.CfnOutput(self, "WorkDeadLetterQueueUrl", value=self.work_dlq.queue_url)
+        cdk.CfnOutput(
+            self,
+            "WorkDeadLetterQueueAlarmName",
+            value=self.dlq_alarm.alarm_name,
+            description="In alarm while the work DLQ holds messages; add actions to be told",
+        )
 
     def _nag_suppressions(self) -> None:
         """cdk-nag 3 acknowledgements (CDK ``Validations``), each for one finding."""
@@ -911,8 +1263,12 @@ class LlmStreamStack(cdk.Stack):
         geo, base_model_id = split_inference_profile(self.props.model_id)
         if geo is not None:
             finding = f"Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/{base_model_id}"
-            # The two roles that call Bedrock: the WebSocket generator and the streamer.
-            for role in (self.generator_role, self.stream_function_role):
+            # The roles that call Bedrock: the WebSocket generator, the streamer, the worker.
+            for role in (
+                self.generator_role,
+                self.stream_function_role,
+                self.appsync_worker_role,
+            ):
                 cdk.Validations.of(role).acknowledge(
                     cdk.Acknowledgment(
                         id=f"AwsSolutions-IAM5[{finding}]",
@@ -926,6 +1282,19 @@ class LlmStreamStack(cdk.Stack):
                     )
                 )
         self._websocket_nag_acknowledgements()
+        cdk.Validations.of(self.graphql_api).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-ASC3",
+                reason=(
+                    "Request-level logging is on (field log level ERROR, to this stack's log "
+                    "group with one-month retention); what cdk-nag asks for beyond that is "
+                    "verbose content, which logs request headers (the caller's ID token) and "
+                    "each resolver's arguments and results: prompts and generated text. Those "
+                    "must never reach the logs (DESIGN: no tokens or prompts in logs), so "
+                    "excludeVerboseContent stays true."
+                ),
+            )
+        )
 
     def _websocket_nag_acknowledgements(self) -> None:
         # Resolved, so the id matches with and without a concrete Region (cdk synth sets one).

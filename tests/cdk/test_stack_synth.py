@@ -1,6 +1,7 @@
 """Offline synth assertions for the CDK stack (DESIGN.md §2-§5), the WebSocket transport's
-wiring included (authorizer, stage, @connections and generator permissions), and the Node.js
-Function URL (architecture 1: runtime, streaming URL, CORS, public-invoke permissions, role).
+wiring included (authorizer, stage, @connections and generator permissions), the Node.js
+Function URL (architecture 1: runtime, streaming URL, CORS, public-invoke permissions, role),
+and AppSync + SQS (architecture 3: auth modes, schema, resolvers, queues, event source, IAM).
 
 No AWS account, credentials or network beyond PyPI (Chalice pip-installs requirements.txt into
 ``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per module.
@@ -55,6 +56,18 @@ WS_ROUTES = {
 }
 MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 ALLOWED_ORIGIN = "http://localhost:5173"  # the stack's default allowedOrigin
+APPSYNC_DIR = CDK_DIR / "appsync"
+# (type, field) -> (data source type, resolver code file): the contract of cdk/appsync/.
+APPSYNC_RESOLVERS = {
+    ("Mutation", "startStream"): ("AWS_LAMBDA", "stream_operation.js"),
+    ("Mutation", "cancelStream"): ("AWS_LAMBDA", "stream_operation.js"),
+    ("Query", "streamFrames"): ("AWS_LAMBDA", "stream_operation.js"),
+    ("Mutation", "publishFrames"): ("NONE", "publish_frames.js"),
+    ("Subscription", "onStreamFrame"): ("NONE", "on_stream_frame.js"),
+}
+WORKER_TIMEOUT_S = 180
+WORKER_BATCH_SIZE = 1
+WORKER_MAX_RECEIVE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -397,7 +410,8 @@ def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
                 assert _flat(condition).endswith(
                     ":inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
                 )
-    assert bedrock_statements == 4  # inference profile + its model, for each of two roles
+    # Inference profile + its model, for each of three roles (generator, streamer, worker).
+    assert bedrock_statements == 6
 
 
 # -- WebSocket -----------------------------------------------------------------------------
@@ -487,15 +501,28 @@ def test_manage_connections_is_limited_to_posting_on_this_api(synth: Synth) -> N
     assert posting == {"WebsocketMessage", "WsGenerate"}
 
 
-def test_only_the_message_handler_may_invoke_exactly_the_generator(synth: Synth) -> None:
-    invoke_roles: set[str] = set()
+def _invoke_grants(synth: Synth) -> dict[str, set[str]]:
+    """Role logical id -> the function ARNs (flattened) its policies may invoke."""
+    grants: dict[str, set[str]] = {}
     for resource in synth.of_type("AWS::IAM::Policy").values():
         for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
-            if "lambda:InvokeFunction" in _as_list(statement["Action"]):
-                assert statement["Action"] == "lambda:InvokeFunction"
-                assert statement["Resource"] == {"Fn::GetAtt": ["WsGenerate", "Arn"]}
-                invoke_roles |= {r["Ref"] for r in resource["Properties"]["Roles"]}
+            if any(a.startswith("lambda:") for a in _as_list(statement["Action"])):
+                assert statement["Action"] == "lambda:InvokeFunction", statement
+                for role in resource["Properties"]["Roles"]:
+                    grants.setdefault(role["Ref"], set()).update(
+                        _flat(r) for r in _as_list(statement["Resource"])
+                    )
+    return grants
+
+
+def test_only_the_message_handler_may_invoke_exactly_the_generator(synth: Synth) -> None:
+    invoke_roles = {
+        role
+        for role, arns in _invoke_grants(synth).items()
+        if any(arn.startswith("<WsGenerate") for arn in arns)
+    }
     assert invoke_roles == {_role_of(synth, "WebsocketMessage")}
+    assert _invoke_grants(synth)[_role_of(synth, "WebsocketMessage")] == {"<WsGenerate.Arn>"}
     assert _role_of(synth, "WsGenerate") not in invoke_roles
 
 
@@ -508,15 +535,17 @@ def test_roles_follow_least_privilege(synth: Synth) -> None:
         for fn in synth.functions()
         if any(a.startswith("bedrock:") for a in _role_actions(synth, _role_of(synth, fn)))
     }
-    # The only functions that call the model: the generator and the Function URL streamer.
+    # The only functions that call the model: the two generators and the Function URL streamer.
     stream_id, _ = synth.stream_function()
-    assert bedrock_roles == {"WsGenerate", stream_id}
+    assert bedrock_roles == {"WsGenerate", "AppsyncWorker", stream_id}
 
 
 def test_generator_runs_up_to_15_minutes_without_async_retries(synth: Synth) -> None:
+    # Everything else is invoked by API Gateway (29 s) or AppSync (30 s) and answers at once.
+    special = {"WsGenerate": 900, "AppsyncWorker": WORKER_TIMEOUT_S, "AppsyncResolver": 10}
     for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
         timeout = function["Properties"]["Timeout"]
-        assert timeout == (900 if logical_id == "WsGenerate" else 30), logical_id
+        assert timeout == special.get(logical_id, 30), logical_id
     (config,) = synth.of_type("AWS::Lambda::EventInvokeConfig").values()
     props = config["Properties"]
     assert props["FunctionName"] == _ref("WsGenerate")
@@ -721,6 +750,339 @@ def test_stream_function_depends_on_no_chalice_resource(synth: Synth) -> None:
     assert reachable & chalice == set()
 
 
+# -- AppSync + SQS (architecture 3) ---------------------------------------------------------
+
+
+def _one(synth: Synth, cfn_type: str) -> tuple[str, dict[str, Any]]:
+    (found,) = synth.of_type(cfn_type).items()
+    return found
+
+
+def _api(synth: Synth) -> tuple[str, dict[str, Any]]:
+    return _one(synth, "AWS::AppSync::GraphQLApi")
+
+
+def _queues(synth: Synth) -> tuple[str, str]:
+    """(work queue, DLQ) logical ids: the DLQ is the one the other redrives to."""
+    queues = synth.of_type("AWS::SQS::Queue")
+    assert len(queues) == 2
+    (work_id,) = [k for k, q in queues.items() if "RedrivePolicy" in q["Properties"]]
+    (dlq_id,) = set(queues) - {work_id}
+    return work_id, dlq_id
+
+
+def _env(synth: Synth, function_id: str) -> dict[str, Any]:
+    return synth.resources[function_id]["Properties"]["Environment"]["Variables"]
+
+
+def _schema_fields(type_name: str) -> set[str]:
+    """Field names of a root type in schema.graphql (descriptions and comments skipped)."""
+    text = (APPSYNC_DIR / "schema.graphql").read_text()
+    (body,) = re.findall(rf"^type {type_name} \{{(.*?)^\}}", text, flags=re.S | re.M)
+    return set(re.findall(r"^\s+(\w+)\s*[(:]", body, flags=re.M))
+
+
+def test_graphql_api_takes_user_pool_tokens_of_the_app_client_and_iam(synth: Synth) -> None:
+    (pool_id,) = synth.of_type("AWS::Cognito::UserPool")
+    (client_id,) = synth.of_type("AWS::Cognito::UserPoolClient")
+    _, api = _api(synth)
+    props = api["Properties"]
+    assert props["AuthenticationType"] == "AMAZON_COGNITO_USER_POOLS"
+    pool_config = props["UserPoolConfig"]
+    assert pool_config["UserPoolId"] == _ref(pool_id)
+    assert pool_config["AwsRegion"] == _ref("AWS::Region")
+    assert pool_config["DefaultAction"] == "ALLOW"
+    # Anchored: tokens of this app client only, not of any client whose id contains it.
+    assert _flat(pool_config["AppIdClientRegex"]) == f"^<{client_id}>$"
+    # IAM is the only other mode (the worker's publishFrames): no API key, no Lambda auth.
+    assert props["AdditionalAuthenticationProviders"] == [{"AuthenticationType": "AWS_IAM"}]
+    assert synth.of_type("AWS::AppSync::ApiKey") == {}
+
+
+def test_graphql_schema_is_the_shared_schema_file(synth: Synth) -> None:
+    api_id, _ = _api(synth)
+    _, schema = _one(synth, "AWS::AppSync::GraphQLSchema")
+    assert schema["Properties"]["ApiId"] == {"Fn::GetAtt": [api_id, "ApiId"]}
+    assert schema["Properties"]["Definition"] == (APPSYNC_DIR / "schema.graphql").read_text()
+
+
+def test_graphql_api_logs_errors_only_without_verbose_content(synth: Synth) -> None:
+    """Verbose content (headers, resolver arguments and results) would put ID tokens, prompts
+    and generated text in the logs."""
+    api_id, api = _api(synth)
+    log_config = api["Properties"]["LogConfig"]
+    assert log_config["FieldLogLevel"] == "ERROR"
+    assert log_config["ExcludeVerboseContent"] is True
+    role_id = log_config["CloudWatchLogsRoleArn"]["Fn::GetAtt"][0]
+    trust = synth.resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "appsync.amazonaws.com"}]
+    # The log group AppSync writes to is the stack's, with retention like the others.
+    (group_id,) = [
+        k
+        for k, g in synth.of_type("AWS::Logs::LogGroup").items()
+        if _flat(g["Properties"].get("LogGroupName")) == f"/aws/appsync/apis/<{api_id}.ApiId>"
+    ]
+    group = synth.resources[group_id]
+    assert group["Properties"]["RetentionInDays"] == 30
+    assert group["DeletionPolicy"] == "Delete"
+    for statement in _role_statements(synth, role_id):
+        assert set(_as_list(statement["Action"])) <= {
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        }, statement
+        assert _references(statement["Resource"]) & set(synth.resources) == {group_id}
+    # No LogRetention custom resource (a Lambda with a managed policy on "*").
+    assert not [r for r in synth.resources.values() if r["Type"] == "Custom::LogRetention"]
+
+
+def test_every_root_field_has_its_appsync_js_resolver(synth: Synth) -> None:
+    api_id, _ = _api(synth)
+    resolvers = {
+        (r["Properties"]["TypeName"], r["Properties"]["FieldName"]): r["Properties"]
+        for r in synth.of_type("AWS::AppSync::Resolver").values()
+    }
+    assert set(resolvers) == set(APPSYNC_RESOLVERS)
+    assert set(resolvers) == {
+        (type_name, field)
+        for type_name in ("Query", "Mutation", "Subscription")
+        for field in _schema_fields(type_name)
+    }
+    (schema_id,) = synth.of_type("AWS::AppSync::GraphQLSchema")
+    for resolver in synth.of_type("AWS::AppSync::Resolver").values():
+        assert schema_id in _as_list(resolver["DependsOn"])  # the field must exist first
+    for key, props in resolvers.items():
+        source_kind, code_file = APPSYNC_RESOLVERS[key]
+        assert props["ApiId"] == {"Fn::GetAtt": [api_id, "ApiId"]}
+        assert props["Kind"] == "UNIT", key
+        assert props["Runtime"] == {"Name": "APPSYNC_JS", "RuntimeVersion": "1.0.0"}, key
+        source_id, attribute = props["DataSourceName"]["Fn::GetAtt"]
+        assert attribute == "Name"
+        source = synth.resources[source_id]["Properties"]
+        assert source["Type"] == source_kind, key
+        assert source["ApiId"] == {"Fn::GetAtt": [api_id, "ApiId"]}
+        # The code is the file itself, as an asset (no inline copy to drift from it).
+        assert "Code" not in props
+        location = props["CodeS3Location"]["Fn::Sub"]
+        asset = synth.assembly_dir / f"asset.{location.rsplit('/', 1)[1]}"
+        assert asset.read_text() == (APPSYNC_DIR / code_file).read_text(), key
+
+
+def test_lambda_data_source_may_invoke_exactly_the_resolver_function(synth: Synth) -> None:
+    (source_id,) = [
+        k
+        for k, s in synth.of_type("AWS::AppSync::DataSource").items()
+        if s["Properties"]["Type"] == "AWS_LAMBDA"
+    ]
+    source = synth.resources[source_id]
+    props = source["Properties"]
+    resolver_arn = {"Fn::GetAtt": ["AppsyncResolver", "Arn"]}
+    assert props["LambdaConfig"] == {"LambdaFunctionArn": resolver_arn}
+    assert synth.resources["AppsyncResolver"]["Properties"]["Handler"] == "app.appsync_resolver"
+    role_id = props["ServiceRoleArn"]["Fn::GetAtt"][0]
+    trust = synth.resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "appsync.amazonaws.com"}]
+    statements = _role_statements(synth, role_id)
+    # The unqualified function only: no ":*" (versions and aliases), nothing else.
+    assert statements == [
+        {"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": resolver_arn}
+    ]
+    assert _invoke_grants(synth)[role_id] == {"<AppsyncResolver.Arn>"}
+    # AppSync may invoke as soon as the data source exists.
+    (policy_id,) = [
+        k
+        for k, p in synth.of_type("AWS::IAM::Policy").items()
+        if p["Properties"]["Roles"] == [_ref(role_id)]
+    ]
+    assert policy_id in _as_list(source["DependsOn"])
+    # Nothing but this data source role (and the message handler, for the generator) invokes.
+    assert set(_invoke_grants(synth)) == {role_id, _role_of(synth, "WebsocketMessage")}
+
+
+def test_work_queue_redrives_to_the_dlq_and_outlasts_the_worker(synth: Synth) -> None:
+    work_id, dlq_id = _queues(synth)
+    work = synth.resources[work_id]["Properties"]
+    worker_timeout = synth.resources["AppsyncWorker"]["Properties"]["Timeout"]
+    assert worker_timeout == WORKER_TIMEOUT_S
+    # Lambda's guidance for SQS event sources: at least 6x the function timeout.
+    assert work["VisibilityTimeout"] == 6 * worker_timeout
+    assert work["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": WORKER_MAX_RECEIVE_COUNT,
+    }
+    dlq = synth.resources[dlq_id]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's maximum
+    # Standard queues keep the enqueue time on redrive: the DLQ must keep messages longer.
+    assert dlq["MessageRetentionPeriod"] > work.get("MessageRetentionPeriod", 4 * 24 * 3600)
+    assert "RedrivePolicy" not in dlq
+    assert "FifoQueue" not in work and "FifoQueue" not in dlq
+
+
+@pytest.mark.parametrize("which", ["work", "dlq"])
+def test_queues_are_encrypted_and_refuse_plain_http(synth: Synth, which: str) -> None:
+    work_id, dlq_id = _queues(synth)
+    queue_id = work_id if which == "work" else dlq_id
+    assert synth.resources[queue_id]["Properties"]["SqsManagedSseEnabled"] is True
+    (policy,) = [
+        p["Properties"]
+        for p in synth.of_type("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [_ref(queue_id)]
+    ]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Action": "sqs:*",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Resource": {"Fn::GetAtt": [queue_id, "Arn"]},
+        }
+    ]
+
+
+def test_dlq_alarm_fires_on_the_first_message(synth: Synth) -> None:
+    _, dlq_id = _queues(synth)
+    alarm_id, alarm = _one(synth, "AWS::CloudWatch::Alarm")
+    props = alarm["Properties"]
+    assert (props["Namespace"], props["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert props["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}
+    ]
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["Threshold"] == 1
+    assert props["EvaluationPeriods"] == 1
+    assert props["Statistic"] == "Maximum"
+    assert props["TreatMissingData"] == "notBreaching"  # an idle, empty DLQ has no datapoints
+    assert synth.outputs["WorkDeadLetterQueueAlarmName"]["Value"] == _ref(alarm_id)
+
+
+def test_worker_event_source_is_the_stack_queue_with_partial_batch_failures(synth: Synth) -> None:
+    work_id, _ = _queues(synth)
+    worker = synth.resources["AppsyncWorker"]["Properties"]
+    assert worker["Handler"] == "app.appsync_worker"
+    assert worker["MemorySize"] == 512
+    event = worker["Events"]["AppsyncWorkerSqsEventSource"]
+    assert list(worker["Events"]) == ["AppsyncWorkerSqsEventSource"]
+    assert event["Type"] == "SQS"
+    props = event["Properties"]
+    # Explicit, not the decorator's value from a possibly cached app import.
+    assert props["Queue"] == {"Fn::GetAtt": [work_id, "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == WORKER_BATCH_SIZE
+    assert props.get("MaximumBatchingWindowInSeconds", 0) == 0  # a stream starts at once
+    assert 2 <= props["ScalingConfig"]["MaximumConcurrency"] <= 1000  # Lambda's bounds
+    # The settings' placeholder queue ARN appears nowhere in the template.
+    assert "123456789012" not in json.dumps(synth.resources)
+    others = [
+        k
+        for k, f in synth.of_type("AWS::Serverless::Function").items()
+        if k != "AppsyncWorker" and f["Properties"].get("Events")
+    ]
+    assert others == []
+
+
+def test_appsync_settings_reach_every_python_function(synth: Synth) -> None:
+    from chalicelib.settings import Settings
+
+    api_id, _ = _api(synth)
+    work_id, _ = _queues(synth)
+    for logical_id in synth.of_type("AWS::Serverless::Function"):
+        env = _env(synth, logical_id)
+        assert env["WORK_QUEUE_URL"] == _ref(work_id), logical_id
+        assert env["WORK_QUEUE_ARN"] == {"Fn::GetAtt": [work_id, "Arn"]}, logical_id
+        assert env["APPSYNC_GRAPHQL_URL"] == {"Fn::GetAtt": [api_id, "GraphQLUrl"]}
+        assert env["PUBLIC_APPSYNC_GRAPHQL_URL"] == env["APPSYNC_GRAPHQL_URL"]
+        # wss://<id>.appsync-realtime-api.<region>.amazonaws.com/graphql
+        assert env["PUBLIC_APPSYNC_REALTIME_URL"] == {"Fn::GetAtt": [api_id, "RealtimeUrl"]}
+        numbers = {
+            k: env[k] for k in ("WORKER_BATCH_SIZE", "WORKER_TIMEOUT_S", "WORKER_MAX_RECEIVE_COUNT")
+        }
+        # The names and values are the ones chalicelib reads, and match the resources.
+        settings = Settings.from_env(numbers)
+        assert settings.worker_batch_size == WORKER_BATCH_SIZE
+        assert (
+            settings.worker_timeout_s == synth.resources["AppsyncWorker"]["Properties"]["Timeout"]
+        )
+        redrive = synth.resources[work_id]["Properties"]["RedrivePolicy"]
+        assert settings.worker_max_receive_count == redrive["maxReceiveCount"]
+
+
+def _grants(synth: Synth, prefix: str) -> dict[str, set[str]]:
+    """Function logical id -> the (flattened) resources its role may use with actions of
+    ``prefix`` (such as "sqs:")."""
+    found: dict[str, set[str]] = {}
+    for function_id in synth.functions():
+        for statement in _role_statements(synth, _role_of(synth, function_id)):
+            if any(a.startswith(prefix) for a in _as_list(statement["Action"])):
+                found.setdefault(function_id, set()).update(
+                    _flat(r) for r in _as_list(statement["Resource"])
+                )
+    return found
+
+
+def test_only_the_resolver_sends_and_only_the_worker_consumes(synth: Synth) -> None:
+    work_id, _ = _queues(synth)
+    queue_arn = f"<{work_id}.Arn>"
+    assert _grants(synth, "sqs:") == {"AppsyncResolver": {queue_arn}, "AppsyncWorker": {queue_arn}}
+    sqs_actions = {
+        fn: {a for a in _role_actions(synth, _role_of(synth, fn)) if a.startswith("sqs:")}
+        for fn in ("AppsyncResolver", "AppsyncWorker")
+    }
+    assert sqs_actions == {
+        "AppsyncResolver": {"sqs:SendMessage"},
+        "AppsyncWorker": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+        },
+    }
+
+
+def test_only_the_worker_may_call_appsync_and_only_publish_frames(synth: Synth) -> None:
+    api_id, _ = _api(synth)
+    assert _grants(synth, "appsync:") == {
+        "AppsyncWorker": {
+            "arn:<AWS::Partition>:appsync:<AWS::Region>:<AWS::AccountId>:apis/"
+            f"<{api_id}.ApiId>/types/Mutation/fields/publishFrames"
+        }
+    }
+    assert {
+        a
+        for a in _role_actions(synth, _role_of(synth, "AppsyncWorker"))
+        if a.startswith("appsync:")
+    } == {"appsync:GraphQL"}
+
+
+def test_no_policy_grants_sqs_or_appsync_on_wildcards(synth: Synth) -> None:
+    for statement in _statements(synth):
+        actions = _as_list(statement["Action"])
+        if not any(a.startswith(("sqs:", "appsync:")) for a in actions):
+            continue
+        assert not any(a.endswith("*") for a in actions), statement
+        for resource in map(_flat, _as_list(statement["Resource"])):
+            assert "*" not in resource, statement
+
+
+def test_appsync_functions_have_roles_of_their_own(synth: Synth) -> None:
+    roles = {fn: _role_of(synth, fn) for fn in synth.functions()}
+    for fn in ("AppsyncResolver", "AppsyncWorker"):
+        assert [f for f, r in roles.items() if r == roles[fn]] == [fn]
+    tables = set(synth.of_type("AWS::DynamoDB::Table"))
+    resolver_actions = _role_actions(synth, roles["AppsyncResolver"])
+    assert not [a for a in resolver_actions if a.startswith(("bedrock:", "appsync:", "lambda:"))]
+    for fn in ("AppsyncResolver", "AppsyncWorker"):
+        dynamodb = {
+            ref
+            for s in _role_statements(synth, roles[fn])
+            if all(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+            for ref in _references(s["Resource"])
+        }
+        assert dynamodb == tables, fn
+
+
 # -- outputs, cdk-nag, hygiene ---------------------------------------------------------------
 
 
@@ -738,6 +1100,19 @@ def test_outputs(synth: Synth) -> None:
     assert _flat(synth.outputs["WebsocketUrl"]["Value"]) == f"wss://{WS_HOST}/{STAGE}"
     url_id, _ = _function_url(synth)
     assert synth.outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": [url_id, "FunctionUrl"]}
+    api_id, _ = _api(synth)
+    work_id, dlq_id = _queues(synth)
+    (alarm_id,) = synth.of_type("AWS::CloudWatch::Alarm")
+    assert {
+        k: synth.outputs[k]["Value"] for k in synth.outputs if k.startswith(("Appsync", "Work"))
+    } == {
+        "AppsyncGraphqlUrl": {"Fn::GetAtt": [api_id, "GraphQLUrl"]},
+        "AppsyncRealtimeUrl": {"Fn::GetAtt": [api_id, "RealtimeUrl"]},
+        "AppsyncApiId": {"Fn::GetAtt": [api_id, "ApiId"]},
+        "WorkQueueUrl": _ref(work_id),
+        "WorkDeadLetterQueueUrl": _ref(dlq_id),
+        "WorkDeadLetterQueueAlarmName": _ref(alarm_id),
+    }
 
 
 def test_template_has_no_dependency_cycle(synth: Synth) -> None:
@@ -784,6 +1159,7 @@ def test_cdk_nag_acknowledgements_are_specific_and_explained(synth: Synth) -> No
         f"AwsSolutions-IAM5[Resource::{CONNECTIONS_ARN}]",
         "AwsSolutions-APIG4",  # $default and $disconnect: WebSocket authorizers are $connect-only
         "AwsSolutions-APIG1",  # WebSocket access logs need the account-wide API Gateway role
+        "AwsSolutions-ASC3",  # AppSync verbose content would log tokens and prompts
     }
     for rule, reason in synth.acknowledgements.items():
         assert rule.startswith("AwsSolutions-"), rule
@@ -791,6 +1167,21 @@ def test_cdk_nag_acknowledgements_are_specific_and_explained(synth: Synth) -> No
             assert "[" in rule, "IAM5 must name the one finding it acknowledges"
             assert "Resource::*]" not in rule and "Action::" not in rule
         assert len(reason) >= 80, rule
+
+
+def test_asc3_is_acknowledged_on_the_graphql_api_only(synth: Synth) -> None:
+    import aws_cdk as cdk
+
+    paths = {
+        construct.node.path
+        for construct in synth.stack.node.find_all()
+        for entry in construct.node.metadata
+        if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+        and any(
+            re.sub(r"^annotation::", "", r, flags=re.I) == "AwsSolutions-ASC3" for r in entry.data
+        )
+    }
+    assert paths == {synth.stack.graphql_api.node.path}
 
 
 def test_stream_function_acknowledgements_are_only_the_bedrock_region_wildcard(
