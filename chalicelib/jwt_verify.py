@@ -5,6 +5,11 @@ RS256 only, against the user pool's JWKS (cached; refetched on an unknown
 the JWKS endpoint), ``iss`` = the pool issuer, ``aud`` = the app client,
 ``token_use`` = ``id``, ``exp``/``nbf`` with bounded leeway. Every rejection
 carries a short reason that is safe to log and to show.
+
+``accept_access_tokens=True`` also accepts the pool's access tokens (``token_use`` =
+``access``, app client in ``client_id``; they carry no ``aud``), as AppSync's user-pool
+authorization does; the local AppSync emulator uses it. The app's own entry points keep
+the default and accept ID tokens only.
 """
 
 from __future__ import annotations
@@ -87,7 +92,13 @@ _PYJWT_REASONS: list[tuple[type[Exception], str]] = [
 
 class JwtVerifier:
     def __init__(
-        self, *, issuer: str, client_id: str, jwks: JwksCache, leeway_s: float = 60.0
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        jwks: JwksCache,
+        leeway_s: float = 60.0,
+        accept_access_tokens: bool = False,
     ) -> None:
         if not 0 <= leeway_s <= 60:
             raise ValueError("leeway must be between 0 and 60 seconds")
@@ -95,9 +106,14 @@ class JwtVerifier:
         self._client_id = client_id
         self._jwks = jwks
         self._leeway = leeway_s
+        self._accept_access_tokens = accept_access_tokens
 
     def verify(self, token: str | None) -> dict[str, Any]:
-        """The token's claims if it is a valid ID token of our pool and client."""
+        """The token's claims if it is a valid ID token of our pool and client.
+
+        With ``accept_access_tokens`` an access token of our pool and client is valid too;
+        ``claims["token_use"]`` tells the caller which one it got.
+        """
         if not token or not isinstance(token, str):
             raise TokenError("missing token")
         try:
@@ -130,8 +146,16 @@ class JwtVerifier:
                 if isinstance(exc, exc_type):
                     raise TokenError(reason) from None
             raise TokenError("invalid token") from None
-        if claims.get("token_use") != "id":
-            raise TokenError("not an ID token")
+        token_use = claims.get("token_use")
+        if token_use == "access" and self._accept_access_tokens:
+            # Access tokens name the app client in client_id and have no aud.
+            if claims.get("client_id") != self._client_id:
+                raise TokenError("wrong client")
+            return claims
+        if token_use != "id":
+            raise TokenError(
+                "not an ID or access token" if self._accept_access_tokens else "not an ID token"
+            )
         if claims.get("aud") != self._client_id:
             raise TokenError("wrong audience")
         return claims

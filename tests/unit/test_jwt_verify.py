@@ -97,6 +97,59 @@ def test_access_token_is_rejected(verifier, key):
     assert reason(verifier, sign(claims, key)) == "not an ID token"
 
 
+def test_access_token_of_our_client_is_rejected_by_default_too(verifier, key):
+    # The default must not change: only ID tokens, whatever the access token carries.
+    claims = id_claims(token_use="access", client_id=CLIENT_ID)
+    assert reason(verifier, sign(claims, key)) == "not an ID token"
+
+
+def access_claims(sub: str = "user-1", **overrides) -> dict:
+    return id_claims(
+        sub, **{"token_use": "access", "aud": None, "client_id": CLIENT_ID, **overrides}
+    )
+
+
+@pytest.fixture
+def lenient(jwks: FakeJwks, clock: Clock) -> JwtVerifier:
+    """A verifier that also accepts access tokens (AppSync's user-pool authorization)."""
+    cache = JwksCache("http://jwks.invalid", fetch=jwks, clock=clock, refetch_interval_s=60)
+    return JwtVerifier(issuer=ISSUER, client_id=CLIENT_ID, jwks=cache, accept_access_tokens=True)
+
+
+def test_accepting_access_tokens_accepts_one_of_our_client(lenient, key):
+    claims = lenient.verify(sign(access_claims("alice"), key))
+    assert claims["sub"] == "alice"
+    assert claims["token_use"] == "access"
+
+
+def test_accepting_access_tokens_still_accepts_id_tokens(lenient, key):
+    assert lenient.verify(sign(id_claims("bob"), key))["token_use"] == "id"
+
+
+def test_an_access_token_of_another_client_is_rejected(lenient, key):
+    token = sign(access_claims(client_id="another-client"), key)
+    assert reason(lenient, token) == "wrong client"
+
+
+def test_an_access_token_without_client_id_is_rejected(lenient, key):
+    assert reason(lenient, sign(access_claims(client_id=None), key)) == "wrong client"
+
+
+def test_id_tokens_keep_the_audience_check_when_access_tokens_are_accepted(lenient, key):
+    token = sign(id_claims(aud="another-client"), key)
+    assert reason(lenient, token) == "wrong audience"
+
+
+def test_accepting_access_tokens_rejects_other_token_uses(lenient, key):
+    token = sign(id_claims(token_use="refresh"), key)
+    assert reason(lenient, token) == "not an ID or access token"
+
+
+def test_an_expired_access_token_is_rejected(lenient, key):
+    token = sign(access_claims(exp=int(__import__("time").time()) - 61), key)
+    assert reason(lenient, token) == "token expired"
+
+
 def test_alg_none_is_rejected(verifier, key):
     assert reason(verifier, unsigned(id_claims(), key.kid)) == "unsupported algorithm none"
 
