@@ -1,13 +1,17 @@
 """What each transport adds to one stream, on the local cloud.
 
-One stream per case: the Function URL (SSE), and the WebSocket architecture once
-per injected ``@connections`` post latency. From the client's receive times
+One stream per case: the Function URL (SSE), the WebSocket architecture once per
+injected ``@connections`` post latency, and the AppSync + SQS architecture once per
+injected publish latency. From the client's receive times
 against the simulated model's emit times (one clock, one machine) it reports the
 time to first token added by the transport, the per-frame lag (receive time minus
 the emit time of the frame's last token: p50/p99/max), the completion delay after
-the model's last token, and the delta frames per stream.
+the model's last token, and the delta frames per stream; for AppSync also the queue
+hop (startStream sent to the model stream opened: resolver, SQS, event source, claim,
+start frame published).
 
-    .venv/bin/python -m bench.latency [--latencies 0,25] [--tokens 400] [--rate 50]
+    .venv/bin/python -m bench.latency [--latencies 0,25] [--appsync-latencies 0,40]
+                                      [--tokens 400] [--rate 50]
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from typing import Any
 import boto3
 from websockets.sync.client import connect
 
+from local.appsync import AppSyncControl
 from local.bedrock import EmulatorControl
 from local.cloud import CloudOptions, LocalCloud
 from local.simulated_model import generate, prompt_hash, request_for_prompt
 from local.ws_gateway import GatewayControl
 from tests.support import sse
+from tests.support.appsync import START, Realtime, graphql
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,6 +67,25 @@ def _via_websocket(ep: dict[str, Any], token: str, prompt: str) -> list[tuple[fl
                 return received
 
 
+def _via_appsync(ep: dict[str, Any], token: str, prompt: str) -> list[tuple[float, dict]]:
+    received: list[tuple[float, dict[str, Any]]] = []
+    stream_id = str(uuid.uuid4())
+    with Realtime(ep["appsync"]["graphql"], ep["appsync"]["realtime"], token) as rt:
+        rt.subscribe(stream_id)
+        sent_at = time.time()
+        answer = graphql(
+            ep["appsync"]["graphql"],
+            token,
+            START,
+            {"input": {"streamId": stream_id, "prompt": prompt, "maxTokens": 4096}},
+        )
+        if "errors" in answer:
+            raise RuntimeError(f"startStream failed: {answer['errors']}")
+        received.append((sent_at, {"type": "sent"}))
+        received += rt.frames(timeout=120)
+    return received
+
+
 def _via_function_url(ep: dict[str, Any], token: str, prompt: str) -> list[tuple[float, dict]]:
     received: list[tuple[float, dict[str, Any]]] = []
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -90,8 +115,9 @@ def run_stream(
     for t in answer.tokens:
         total += len(t)
         ends.append(total)
-    via = _via_websocket if transport == "websocket" else _via_function_url
+    via = {"websocket": _via_websocket, "appsync": _via_appsync}.get(transport, _via_function_url)
     received = via(ep, token, prompt)
+    sent_at = received.pop(0)[0] if received[0][1]["type"] == "sent" else None
     model = EmulatorControl(ep["bedrock"])
     wanted = prompt_hash(request_for_prompt(prompt))
     (record,) = [s for s in model.streams() if s["promptHash"] == wanted]
@@ -115,12 +141,16 @@ def run_stream(
         "lagMaxMs": round(max(lags), 1),
         "completionDelayMs": round((done_at - record["lastTokenAt"]) * 1000, 1),
         "textComplete": "".join(f["text"] for _, f in deltas) == answer.text,
+        "queueHopMs": None if sent_at is None else round((record["openedAt"] - sent_at) * 1000, 1),
     }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--latencies", default="0,25", help="injected post latencies, ms")
+    p.add_argument(
+        "--appsync-latencies", default="0,40", help="injected AppSync publish latencies, ms"
+    )
     p.add_argument("--tokens", type=int, default=400)
     p.add_argument("--rate", type=float, default=50.0, help="model tokens per second")
     args = p.parse_args()
@@ -143,9 +173,15 @@ def main() -> None:
             row = run_stream(ep, token, "websocket", args.tokens, args.rate)
             rows.append({"transport": "websocket", "postLatencyMs": latency, **row})
         gateway.reset()
+        appsync = AppSyncControl(ep["appsync"]["graphql"].removesuffix("graphql"))
+        for latency in [float(x) for x in args.appsync_latencies.split(",")]:
+            appsync.faults(publishLatencyMs=latency)
+            row = run_stream(ep, token, "appsync", args.tokens, args.rate)
+            rows.append({"transport": "appsync", "postLatencyMs": latency, **row})
+        appsync.reset()
     print(json.dumps(rows, indent=2))
     keys = ["transport", "postLatencyMs", "ttftAddedMs", "lagP50Ms", "lagP99Ms", "lagMaxMs"]
-    keys += ["completionDelayMs", "deltaFrames", "modelTokens", "textComplete"]
+    keys += ["completionDelayMs", "deltaFrames", "modelTokens", "textComplete", "queueHopMs"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in rows:

@@ -55,6 +55,16 @@ def gateway_limits_from_env(env: Mapping[str, str]) -> GatewayLimits:
     return GatewayLimits(**values)
 
 
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
 def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
     c = endpoints["cognito"]
     lines = [
@@ -63,6 +73,8 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
         f"  REST API        {endpoints['rest']}",
         f"  WebSocket       {endpoints['websocket']}",
         f"  Function URL    {endpoints['functionUrl'] or 'not running (see the warning above)'}",
+        f"  AppSync         {endpoints['appsync']['graphql']}  "
+        f"real-time {endpoints['appsync']['realtime']}",
         f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
         f"  Bedrock (local simulated model)  {endpoints['bedrock']}",
         f"  DynamoDB + SQS  {endpoints['aws']}",
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         port_base=args.port_base,
         endpoints_file=args.endpoints_file,
         gateway_limits=gateway_limits_from_env(os.environ),
+        queue_visibility_timeout_s=_optional_int(os.environ, "LOCAL_SQS_VISIBILITY_TIMEOUT_S"),
     )
     cloud = LocalCloud(options)
     endpoints = cloud.start()

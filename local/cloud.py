@@ -5,13 +5,15 @@ One process, one object. ``LocalCloud.start`` brings up, in order:
 1. DynamoDB and SQS (moto's server mode) and creates the tables;
 2. the Cognito emulator with a pool, an app client and the local user;
 3. the Bedrock emulator (simulated model);
-4. Lambda's Invoke API and the WebSocket gateway, serving before the app exists
-   (their URLs are part of its environment; functions are looked up per call);
+4. Lambda's Invoke API, the WebSocket gateway and the AppSync emulator, serving
+   before the app exists (their URLs are part of its environment; functions are
+   looked up per call), and the work queue with its DLQ;
 5. the Function URL host: ``node_function/index.mjs`` under Node with Lambda's
    streaming interface (``local/function_url_host.mjs``), given the app's environment;
 6. the Chalice app, imported with its environment pointed at the above: its
    routes on the REST server and its functions attached to the local Lambdas,
-   one app object, so routes and functions share one process state.
+   one app object, so routes and functions share one process state;
+7. the SQS event source delivering the work queue to the ``appsync_worker`` function.
 
 The app itself runs unchanged: only endpoints and settings differ from AWS
 (``AWS_ENDPOINT_URL_<SERVICE>``, issuer and JWKS URLs), injected through the
@@ -43,7 +45,12 @@ REGION = "us-east-1"
 # Credentials for the local endpoints only; no AWS account is involved.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 # Append only: a service's port is port_base + its index here.
-SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket", "function_url")
+SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket", "function_url", "appsync")
+# The AppSync worker, as app.py names it, and what Lambda allows the other functions.
+WORKER_FUNCTION = "appsync_worker"
+FUNCTION_TIMEOUTS_S = {"appsync_resolver": 10.0, "ws_generate": 900.0}
+# Concurrent invocations (Lambda's concurrency): every running stream holds one.
+MAX_CONCURRENT_INVOCATIONS = 256
 NODE_FUNCTION_DIR = ROOT / "node_function"
 
 
@@ -65,6 +72,18 @@ class CloudOptions:
     # The Function URL's CORS allowed origins. Any origin locally: everything is on
     # loopback, and `make run` will serve the client from the same loopback host.
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    # The work queue's visibility timeout; None = 6x the worker's timeout, as the stack
+    # sets it. Tests shorten it (with WORKER_TIMEOUT_S) to see redeliveries within seconds.
+    queue_visibility_timeout_s: int | None = None
+    # AppSync's keep-alive interval on real-time connections.
+    appsync_ka_interval_s: float = 60.0
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 def _port(options: CloudOptions, service: str) -> int:
@@ -100,6 +119,9 @@ class LocalCloud:
         self._lambda_api: Any = None
         self._gateway: Any = None
         self._function_url: Any = None
+        self._appsync: Any = None
+        self._queues: Any = None
+        self._sqs_source: Any = None
         self._saved_env: dict[str, str | None] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -115,13 +137,15 @@ class LocalCloud:
             bedrock_url = self._start_bedrock()
             lambda_url = self._start_lambdas()
             self._start_gateway()
+            self._start_appsync(identity)
+            self._queues = self._provision(aws_url)
             app_env = self._set_app_env(aws_url, bedrock_url, identity, lambda_url)
-            self._provision(aws_url)
             # Before the app is imported: GET /config publishes this URL.
             function_url = self._start_function_url(app_env)
             if function_url is not None:
                 self._export_env({"PUBLIC_FUNCTION_URL": function_url})
             rest_url = self._start_rest()
+            self._start_sqs_source(aws_url)
         except BaseException:
             self.stop()
             raise
@@ -130,7 +154,11 @@ class LocalCloud:
             "rest": rest_url,
             "functionUrl": function_url,
             "websocket": self._gateway.url,
-            "appsync": None,
+            "appsync": {
+                "graphql": self._appsync.graphql_url,
+                "realtime": self._appsync.realtime_url,
+            },
+            "queues": {"work": self._queues.url, "dlq": self._queues.dlq_url},
             "cognito": {
                 "endpoint": self._cognito.endpoint,
                 "userPoolId": identity["userPoolId"],
@@ -152,19 +180,24 @@ class LocalCloud:
 
     def stop(self) -> None:
         """Stop every service; safe to call more than once and after a failed start."""
+        # No new deliveries from the queue; running worker invocations finish below.
+        if self._sqs_source is not None:
+            if not self._sqs_source.stop(timeout=10):
+                log.warning("the SQS event source did not stop in time")
+            self._sqs_source = None
         # The Function URL first: its invocations still use DynamoDB, Cognito and Bedrock.
         if self._function_url is not None:
             self._function_url.stop()
             self._function_url = None
         # The gateway first: its $disconnect handlers still need DynamoDB.
         if self._loop is not None:
-            for server in (self._gateway, self._lambda_api):
+            for server in (self._gateway, self._appsync, self._lambda_api):
                 if server is not None:
                     try:
                         self._loop.run(server.stop(), timeout=15)
                     except Exception:
-                        log.exception("stopping the gateway or the Lambda API failed")
-        self._gateway = self._lambda_api = None
+                        log.exception("stopping the gateway, AppSync or the Lambda API failed")
+        self._gateway = self._appsync = self._lambda_api = None
         if self._lambdas is not None:
             # Running streams (Event invocations) get a moment to finish.
             if not self._lambdas.close(timeout=5):
@@ -245,8 +278,16 @@ class LocalCloud:
         from local.lambdas import LambdaApi, LocalLambdas
 
         assert self._loop is not None
+        from chalicelib.settings import Settings
+
         # No app yet: it is attached once imported (see _start_rest).
-        self._lambdas = LocalLambdas()
+        self._lambdas = LocalLambdas(
+            max_workers=MAX_CONCURRENT_INVOCATIONS,
+            timeouts={
+                **FUNCTION_TIMEOUTS_S,
+                WORKER_FUNCTION: float(Settings.from_env().worker_timeout_s),
+            },
+        )
         self._lambda_api = LambdaApi(self._lambdas)
         port = self._loop.run(
             self._lambda_api.start(self.options.host, _port(self.options, "lambda"))
@@ -262,6 +303,48 @@ class LocalCloud:
         )
         self._loop.run(self._gateway.start(self.options.host, _port(self.options, "websocket")))
 
+    def _start_appsync(self, identity: dict[str, str]) -> None:
+        from chalicelib.jwt_verify import JwksCache, JwtVerifier
+        from local.appsync import AppSyncEmulator
+
+        assert self._loop is not None
+        # AppSync's user-pool mode accepts ID and access tokens of the app client (Amplify
+        # sends the access token); the resolvers then refuse access tokens themselves.
+        verifier = JwtVerifier(
+            issuer=identity["issuer"],
+            client_id=identity["clientId"],
+            jwks=JwksCache(identity["jwksUrl"]),
+            accept_access_tokens=True,
+        )
+        self._appsync = AppSyncEmulator(
+            self._lambdas,
+            verifier=verifier,
+            region=REGION,
+            credentials=(
+                LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            ),
+            ka_interval_s=self.options.appsync_ka_interval_s,
+        )
+        self._loop.run(self._appsync.start(self.options.host, _port(self.options, "appsync")))
+
+    def _start_sqs_source(self, aws_url: str) -> None:
+        from chalicelib.settings import Settings
+        from local.sqs_source import SqsEventSource
+
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=aws_url, **_boto_credentials())
+        self._sqs_source = SqsEventSource(
+            self._lambdas,
+            sqs,
+            queue_url=self._queues.url,
+            queue_arn=self._queues.arn,
+            function_name=WORKER_FUNCTION,
+            batch_size=Settings.from_env().worker_batch_size,
+            max_concurrency=MAX_CONCURRENT_INVOCATIONS,
+            region=REGION,
+        )
+        self._sqs_source.start()
+
     def _set_app_env(
         self, aws_url: str, bedrock_url: str, identity: dict[str, str], lambda_url: str
     ) -> dict[str, str]:
@@ -276,6 +359,11 @@ class LocalCloud:
             "WEBSOCKET_MANAGEMENT_URL": self._gateway.management_url,
             "PUBLIC_WEBSOCKET_URL": self._gateway.url,
             "GENERATE_FUNCTION_NAME": "ws_generate",
+            "WORK_QUEUE_URL": self._queues.url,
+            "WORK_QUEUE_ARN": self._queues.arn,
+            "APPSYNC_GRAPHQL_URL": self._appsync.graphql_url,
+            "PUBLIC_APPSYNC_GRAPHQL_URL": self._appsync.graphql_url,
+            "PUBLIC_APPSYNC_REALTIME_URL": self._appsync.realtime_url,
             "USER_POOL_ID": identity["userPoolId"],
             "USER_POOL_CLIENT_ID": identity["clientId"],
             "JWT_ISSUER": identity["issuer"],
@@ -294,12 +382,22 @@ class LocalCloud:
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
 
-    def _provision(self, aws_url: str) -> None:
+    def _provision(self, aws_url: str) -> Any:
+        """The tables and the work queue with its DLQ; returns the queues."""
         from chalicelib.settings import Settings
-        from local.provision import create_tables
+        from local.provision import create_queues, create_tables
 
-        ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_url)
-        create_tables(ddb, Settings.from_env())
+        settings = Settings.from_env()
+        clients = {"region_name": REGION, "endpoint_url": aws_url, **_boto_credentials()}
+        create_tables(boto3.client("dynamodb", **clients), settings)
+        visibility = self.options.queue_visibility_timeout_s
+        return create_queues(
+            boto3.client("sqs", **clients),
+            visibility_timeout_s=6 * settings.worker_timeout_s
+            if visibility is None
+            else visibility,
+            max_receive_count=settings.worker_max_receive_count,
+        )
 
     def _start_function_url(self, app_env: Mapping[str, str]) -> str | None:
         """Serve ``node_function`` as a Function URL; None (and a warning) if it can't be."""

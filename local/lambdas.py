@@ -17,7 +17,14 @@ The Invoke API, for app code that calls ``boto3.client("lambda").invoke`` with
                                DryRun                     -> 204
         handler exception -> 200, X-Amz-Function-Error: Unhandled,
                              {"errorMessage", "errorType", "requestId", "stackTrace"}
+        runtime crashed   -> 200, X-Amz-Function-Error: Unhandled,
+                             {"errorMessage", "errorType": "Runtime.ExitError"}
         unknown function  -> 404 ResourceNotFoundException {"Type": "User", "message"}
+
+and one local-only control route next to it (fault injection, see :meth:`LocalLambdas.crash`)::
+
+    POST /_local/functions/{FunctionName}/crash -> 200 {"crashed": n}
+                                                   404 as above for an unknown function
 
 ``FunctionName`` may be the ``handler_map`` key (``ws_generate``), a deployed-style
 name ending in ``-<key>`` (``llm-stream-dev-ws_generate``) or an ARN with either.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -59,6 +67,47 @@ class MarshalError(TypeError):
     """The handler returned something JSON cannot represent (``Runtime.MarshalError``)."""
 
 
+class LambdaCrash(BaseException):
+    """The function's process died mid-invocation (runtime crash, out of memory, killed).
+
+    Raised by :meth:`LocalLambdas.crash` inside the invocation's thread. It derives
+    from ``BaseException`` so application code's ``except Exception`` cannot swallow
+    it, as no handler can catch its own process dying.
+    """
+
+    def __init__(self, *args: object) -> None:
+        # The interpreter instantiates an asynchronous exception without arguments.
+        super().__init__(*(args or ("Runtime exited with error: signal: killed",)))
+
+
+class RuntimeExitError(RuntimeError):
+    """What the *caller* of a crashed invocation sees (Lambda's ``Runtime.ExitError``).
+
+    :meth:`LocalLambdas.run` raises it in place of :class:`LambdaCrash`: the awaiting
+    code (an API Gateway, AppSync or the Invoke API) did not crash, the function did.
+    """
+
+
+_EXIT_ERROR = "Runtime.ExitError"
+
+
+class _Running:
+    """One invocation in progress: which thread runs it (identity is the token)."""
+
+    __slots__ = ("thread_id",)
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+
+
+def _set_async_exc(thread_id: int, exc_type: type[BaseException] | None) -> int:
+    # Untyped arguments on purpose: None must reach C as NULL ("clear the pending
+    # exception"), which a py_object argtype would turn into Py_None.
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), None if exc_type is None else ctypes.py_object(exc_type)
+    )
+
+
 class LocalLambdas:
     """Runs the functions of a Chalice app in-process.
 
@@ -73,6 +122,10 @@ class LocalLambdas:
     ``max_workers`` bounds concurrently running pool invocations (Lambda's
     concurrency). A function that synchronously invokes another through the pool
     while all workers are busy would wait for a free one.
+
+    ``timeout_s`` is every function's configured timeout, ``timeouts`` overrides it
+    per ``handler_map`` key (seconds). It shows in the context's remaining time and
+    in :meth:`timeout_for`; it is not enforced (nothing kills a slow invocation).
     """
 
     def __init__(
@@ -83,17 +136,29 @@ class LocalLambdas:
         max_workers: int = 32,
         memory_limit_in_mb: int = 128,
         timeout_s: float = 60.0,
+        timeouts: Mapping[str, float] | None = None,
         region: str = "us-east-1",
     ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 s, got {timeout_s}")
+        for name, seconds in (timeouts or {}).items():
+            if not seconds > 0:
+                raise ValueError(f"The timeout of function {name} must be > 0 s, got {seconds}")
         self._app = app
         self.memory_limit_in_mb = memory_limit_in_mb
         self.timeout_s = timeout_s
+        self._timeouts = dict(timeouts or {})
+        self.max_workers = max_workers
         self.region = region
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="lambda"
         )
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
+        # Invocations in progress per handler_map key, and the threads that have been
+        # sent a LambdaCrash that their invocation has not yet accounted for.
+        self._running: dict[str, set[_Running]] = {}
+        self._doomed: set[int] = set()
         self._closed = False
         self._saved_env: dict[str, str | None] = {}
         for key, value in (env or {}).items():
@@ -132,6 +197,52 @@ class LocalLambdas:
 
     def arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+
+    def timeout_for(self, function_name: str) -> float:
+        """The configured timeout (s) of a function (any name :meth:`resolve` takes).
+
+        A name not deployed (yet) is looked up as given, so this works before ``attach``.
+        """
+        try:
+            key = self.resolve(function_name)
+        except ResourceNotFoundException:
+            key = function_name
+        return self._timeouts.get(key, self.timeout_s)
+
+    # -- fault injection ---------------------------------------------------------------
+
+    def crash(self, function_name: str) -> int:
+        """Kill every running invocation of the function, as if its process died.
+
+        Raises :class:`LambdaCrash` asynchronously in each thread running the function
+        and returns how many invocations it hit (0 when none runs). Each of them ends
+        with ``LambdaCrash``: :meth:`invoke` and a pool invocation's future raise it,
+        :meth:`run` raises :class:`RuntimeExitError`, the Invoke API answers
+        ``Runtime.ExitError``.
+
+        Limits, since this is an exception and not a dying process:
+
+        - it lands when the thread next runs Python bytecode: a thread blocked in C
+          (``time.sleep``, a socket read, a lock or ``Event.wait``) gets it only when
+          that call returns;
+        - ``finally`` blocks and context managers' ``__exit__`` still run, and code that
+          catches ``BaseException`` (or a bare ``except:``) can run on (the invocation
+          still ends with ``LambdaCrash`` once the handler returns);
+        - :meth:`invoke` runs the callee in the calling thread: when one function invokes
+          another that way, crashing either kills both (on AWS only one process dies).
+
+        An unknown name raises ``ResourceNotFoundException``.
+        """
+        key = self.resolve(function_name)
+        with self._lock:
+            # An invocation whose thread already has a crash on its way is not hit again.
+            hit = [r for r in self._running.get(key, ()) if r.thread_id not in self._doomed]
+            for thread_id in {r.thread_id for r in hit}:
+                if _set_async_exc(thread_id, LambdaCrash) == 1:
+                    self._doomed.add(thread_id)
+        if hit:
+            log.warning("crashed running invocations", extra={"function": key, "count": len(hit)})
+        return len(hit)
 
     # -- invoking --------------------------------------------------------------------
 
@@ -172,7 +283,8 @@ class LocalLambdas:
         """Await the function running on the pool (for code on an event loop).
 
         After ``timeout`` s raises ``TimeoutError`` while the function runs on, as an
-        integration timeout does on AWS; its outcome is then dropped.
+        integration timeout does on AWS; its outcome is then dropped. A crashed
+        invocation (:meth:`crash`) raises :class:`RuntimeExitError`.
         """
         loop = asyncio.get_running_loop()
         # The loop gets the finished concurrent future as a *result*: an exception
@@ -190,7 +302,10 @@ class LocalLambdas:
 
         self.submit(function_name, event, request_id).add_done_callback(on_done)
         done = await asyncio.wait_for(asyncio.shield(settled), timeout)
-        return done.result()
+        try:
+            return done.result()
+        except LambdaCrash as exc:
+            raise RuntimeExitError(str(exc)) from exc
 
     def invoke_async(self, function_name: str, event: Any, request_id: str | None = None) -> None:
         """Like Lambda's ``Event`` invocation: run on the pool, report nothing back.
@@ -205,7 +320,7 @@ class LocalLambdas:
         # Logged in the worker, so the log line exists once the invocation counts as done.
         try:
             self._run(key, event, request_id)
-        except Exception as exc:
+        except (Exception, LambdaCrash) as exc:
             # The message may carry request data or tokens: log where, not what.
             log.error(
                 "async invocation failed",
@@ -213,7 +328,7 @@ class LocalLambdas:
                     "function": key,
                     "requestId": request_id,
                     "errorType": type(exc).__name__,
-                    "where": _where(exc),
+                    "where": error_location(exc),
                 },
             )
 
@@ -244,19 +359,66 @@ class LocalLambdas:
         context = LambdaContext(
             function_name=key,
             memory_size=self.memory_limit_in_mb,
-            max_runtime_ms=int(self.timeout_s * 1000),
+            max_runtime_ms=int(self.timeout_for(key) * 1000),
         )
         context.aws_request_id = request_id
         context.invoked_function_arn = self.arn(key)
-        # Lambda hands the function a JSON document, never the caller's objects.
-        result = self._app.handler_map[key](json.loads(json.dumps(event)), context)
+        running = _Running(threading.get_ident())
+        failure: BaseException | None = None
+        try:
+            # Registered inside the try: from here on crash() may strike anywhere.
+            with self._lock:
+                self._running.setdefault(key, set()).add(running)
+            # Lambda hands the function a JSON document, never the caller's objects.
+            result = self._app.handler_map[key](json.loads(json.dumps(event)), context)
+        except BaseException as exc:
+            failure = exc
+        crashed = isinstance(failure, LambdaCrash)
+        # The loop lives in this frame because a pending crash can be raised at any call,
+        # including on entry to _leave; _leave is idempotent, so it is simply run again.
+        # A thread is sent at most one crash until _leave cancels it, so this ends.
+        while True:
+            try:
+                crashed = self._leave(key, running) or crashed
+                break
+            except LambdaCrash:
+                crashed = True
+        try:
+            if isinstance(failure, LambdaCrash):
+                raise failure
+            if crashed:
+                # Sent while the handler was finishing: the process died all the same.
+                raise LambdaCrash() from None
+            if failure is not None:
+                raise failure
+        finally:
+            failure = None  # no frame <-> traceback cycle
         try:
             return json.loads(json.dumps(result))
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"Unable to marshal response: {exc}") from None
 
+    def _leave(self, key: str, running: _Running) -> bool:
+        """Unregister an invocation; True if a crash was sent to its thread.
 
-def _where(exc: BaseException) -> str:
+        A crash sent but not raised yet is cancelled (the caller raises it instead), so
+        none can fire after the invocation ended, in the pool's own code.
+        """
+        with self._lock:
+            invocations = self._running.get(key)
+            if invocations is not None:
+                invocations.discard(running)
+                if not invocations:
+                    del self._running[key]
+            if running.thread_id not in self._doomed:
+                return False
+            _set_async_exc(running.thread_id, None)
+            self._doomed.discard(running.thread_id)
+            return True
+
+
+def error_location(exc: BaseException) -> str:
+    """``file.py:line in function`` where ``exc`` was raised (safe to log: no message)."""
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return ""
@@ -266,6 +428,12 @@ def _where(exc: BaseException) -> str:
 
 def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
     """The body Lambda returns for an unhandled error of a Python function."""
+    if isinstance(exc, (LambdaCrash, RuntimeExitError)):
+        return {
+            "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: "
+            "signal: killed",
+            "errorType": _EXIT_ERROR,
+        }
     error_type = "Runtime.MarshalError" if isinstance(exc, MarshalError) else type(exc).__name__
     return {
         "errorMessage": str(exc),
@@ -327,11 +495,21 @@ async def _handle_invoke(request: web.Request) -> web.Response:
     )
 
 
+async def _handle_crash(request: web.Request) -> web.Response:
+    lambdas = request.app[LAMBDAS_KEY]
+    try:
+        crashed = lambdas.crash(request.match_info["name"])
+    except ResourceNotFoundException as exc:
+        return _client_error(404, "ResourceNotFoundException", str(exc))
+    return web.json_response({"crashed": crashed})
+
+
 def create_lambda_api(lambdas: LocalLambdas) -> web.Application:
     """Lambda's Invoke API for ``lambdas`` as an aiohttp application."""
     app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
     app[LAMBDAS_KEY] = lambdas
     app.router.add_post("/2015-03-31/functions/{name}/invocations", _handle_invoke)
+    app.router.add_post("/_local/functions/{name}/crash", _handle_crash)
     return app
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import pytest
 from chalice import Chalice
 
-from local.lambdas import LambdaApi, LocalLambdas, ResourceNotFoundException
+from local.lambdas import LambdaApi, LambdaCrash, LocalLambdas, ResourceNotFoundException
 from local.loop import LoopThread
 
 CREDS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
@@ -58,13 +62,54 @@ def lambdas() -> Iterator[LocalLambdas]:
 
 
 @pytest.fixture
-def client(lambdas: LocalLambdas) -> Iterator[Any]:
+def endpoint(lambdas: LocalLambdas) -> Iterator[str]:
     loop = LoopThread().start()
     api = LambdaApi(lambdas)
     loop.run(api.start("127.0.0.1", 0))
-    yield boto3.client("lambda", region_name="us-east-1", endpoint_url=api.endpoint, **CREDS)
+    yield api.endpoint
     loop.run(api.stop())
     loop.stop()
+
+
+@pytest.fixture
+def client(endpoint: str) -> Any:
+    return boto3.client("lambda", region_name="us-east-1", endpoint_url=endpoint, **CREDS)
+
+
+class Spinner:
+    """A function that runs Python code until released (or crashed), reporting what it saw."""
+
+    def __init__(self, swallow: type[BaseException] = Exception) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.caught: list[BaseException] = []
+        self._swallow = swallow
+        self._entered = threading.Semaphore(0)
+
+    def wait_entered(self, count: int) -> None:
+        for _ in range(count):
+            assert self._entered.acquire(timeout=5)
+
+    def __call__(self, event: Any, context: Any) -> str:
+        self.started.set()
+        self._entered.release()
+        try:
+            deadline = time.monotonic() + 5
+            while not self.release.is_set() and time.monotonic() < deadline:
+                self.release.wait(0.01)
+        except self._swallow as exc:
+            self.caught.append(exc)
+            return "swallowed"
+        return "finished"
+
+
+@pytest.fixture
+def spinner() -> Iterator[Spinner]:
+    spin = Spinner()
+    app.handler_map["spin"] = spin
+    yield spin
+    spin.release.set()
+    del app.handler_map["spin"]
 
 
 def test_request_response_returns_the_functions_result(client):
@@ -162,3 +207,113 @@ def test_close_reports_invocations_still_running_after_its_timeout(lambdas):
     finally:
         release.set()
         del app.handler_map["stuck"]
+
+
+# -- per-function timeouts -------------------------------------------------------------------
+
+
+def test_a_per_function_timeout_shows_in_the_remaining_time():
+    local = LocalLambdas(app, timeout_s=7, timeouts={"whoami": 2.5})
+    try:
+        remaining = local.invoke("whoami", {})["remainingMs"]
+        assert 2000 < remaining <= 2500
+        assert local.timeout_for("whoami") == 2.5
+        assert local.timeout_for("toy-dev-whoami") == 2.5  # any name resolve() takes
+        assert local.timeout_for("echo") == 7
+    finally:
+        local.close()
+
+
+def test_a_non_positive_timeout_is_refused():
+    with pytest.raises(ValueError, match="whoami must be > 0 s"):
+        LocalLambdas(app, timeouts={"whoami": 0})
+
+
+# -- crash injection -------------------------------------------------------------------------
+
+
+def test_crash_stops_a_running_invocation_with_lambda_crash(lambdas, spinner):
+    future = lambdas.submit("spin", {})
+    assert spinner.started.wait(5)
+    assert lambdas.crash("spin") == 1
+    with pytest.raises(LambdaCrash):
+        future.result(timeout=5)
+    assert spinner.caught == []  # `except Exception` in the handler did not see it
+    assert lambdas.crash("spin") == 0  # nothing of it runs any more
+    assert lambdas.invoke("echo", {"after": "crash"}) == {"after": "crash"}
+
+
+def test_crash_returns_0_when_the_function_is_not_running(lambdas):
+    assert lambdas.crash("echo") == 0
+    with pytest.raises(ResourceNotFoundException):
+        lambdas.crash("nope")
+
+
+def test_a_handler_that_swallows_the_crash_still_ends_crashed(lambdas):
+    spin = Spinner(swallow=BaseException)
+    app.handler_map["swallower"] = spin
+    try:
+        future = lambdas.submit("swallower", {})
+        assert spin.started.wait(5)
+        assert lambdas.crash("swallower") == 1
+        with pytest.raises(LambdaCrash):
+            future.result(timeout=5)
+        assert [type(exc) for exc in spin.caught] == [LambdaCrash]
+    finally:
+        spin.release.set()
+        del app.handler_map["swallower"]
+
+
+def test_crash_hits_every_running_invocation_of_the_function_only(lambdas, spinner):
+    other = Spinner()
+    app.handler_map["other"] = other
+    try:
+        first, second = lambdas.submit("spin", {}), lambdas.submit("spin", {})
+        bystander = lambdas.submit("other", {})
+        spinner.wait_entered(2)
+        other.wait_entered(1)
+        assert lambdas.crash("spin") == 2
+        for future in (first, second):
+            with pytest.raises(LambdaCrash):
+                future.result(timeout=5)
+        assert not bystander.done()
+        other.release.set()
+        assert bystander.result(timeout=5) == "finished"
+    finally:
+        other.release.set()
+        del app.handler_map["other"]
+
+
+def test_the_crash_route_crashes_the_function(lambdas, spinner, endpoint):
+    future = lambdas.submit("spin", {})
+    assert spinner.started.wait(5)
+    request = urllib.request.Request(f"{endpoint}_local/functions/spin/crash", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {"crashed": 1}
+    with pytest.raises(LambdaCrash):
+        future.result(timeout=5)
+
+
+def test_the_crash_route_answers_404_for_an_unknown_function(endpoint):
+    request = urllib.request.Request(f"{endpoint}_local/functions/nope/crash", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 404
+    assert caught.value.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+    body = json.loads(caught.value.read())
+    assert body["Type"] == "User"
+    assert "nope" in body["message"]
+
+
+def test_a_crashed_synchronous_invocation_is_a_runtime_exit_error(lambdas, spinner, client):
+    with ThreadPoolExecutor(1) as caller:
+        pending = caller.submit(client.invoke, FunctionName="spin", Payload=b"{}")
+        assert spinner.started.wait(5)
+        assert lambdas.crash("spin") == 1
+        resp = pending.result(timeout=10)
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled"
+    body = json.loads(resp["Payload"].read())
+    assert body["errorType"] == "Runtime.ExitError"
+    assert "Runtime exited with error" in body["errorMessage"]
