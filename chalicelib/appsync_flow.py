@@ -41,18 +41,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib.appsync_publish import PublishError
 from chalicelib.bedrock import BedrockStreamer
 from chalicelib.errors import ErrorCode, StreamError
-from chalicelib.flush import FlushPolicy
 from chalicelib.frames import (
     APPSYNC_PAYLOAD_LIMIT,
     FrameBuilder,
     encode,
-    max_text_chars,
     parse_start_request,
     parse_stream_id,
 )
-from chalicelib.producer import DEADLINE_MARGIN_S, produce
+from chalicelib.producer import DEADLINE_MARGIN_S, cancel_watch, coalescing_sender, produce
 from chalicelib.rest_api import snapshot
-from chalicelib.sender import OrderedSender
 from chalicelib.settings import Settings
 from chalicelib.stream_store import ABANDONED, ERROR, CancelWatch, StreamRecord, StreamStore
 
@@ -293,20 +290,10 @@ def generate(job: Job, worker_id: str, deps: WorkerDeps) -> str:
     except PublishError:
         store.release_claim(job.stream_id, worker_id)
         raise
-    chars = min(settings.flush_max_chars, max_text_chars(APPSYNC_PAYLOAD_LIMIT))
-    sender = OrderedSender(
-        builder,
-        delivery,
-        FlushPolicy(settings.flush_interval_ms, chars),
-        heartbeat_interval_s=settings.heartbeat_interval_s,
-        name=f"appsync-sender-{job.stream_id[:8]}",
-    ).start()
-    watch = CancelWatch(
-        store,
-        job.stream_id,
-        settings.flush_interval_ms / 2000.0,
-        claim=(worker_id, settings.claim_lease_s),
+    sender = coalescing_sender(
+        builder, delivery, settings, APPSYNC_PAYLOAD_LIMIT, f"appsync-sender-{job.stream_id[:8]}"
     )
+    watch = cancel_watch(store, job.stream_id, settings, claim=(worker_id, settings.claim_lease_s))
     delivery.watch = watch
     try:
         status, error_code = produce(

@@ -11,10 +11,11 @@ from typing import Any
 from chalicelib import stream_store
 from chalicelib.bedrock import BedrockStreamer, MetadataEvent, StopEvent, TextEvent
 from chalicelib.errors import ErrorCode, StreamError
-from chalicelib.frames import parse_start_request
-from chalicelib.sender import OrderedSender
+from chalicelib.flush import FlushPolicy
+from chalicelib.frames import FrameBuilder, max_text_chars, parse_start_request
+from chalicelib.sender import Deliver, OrderedSender
 from chalicelib.settings import Settings
-from chalicelib.stream_store import CancelWatch
+from chalicelib.stream_store import CancelWatch, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,32 @@ log = logging.getLogger(__name__)
 # left, for short timeouts), so the stream still ends with a terminal frame and the
 # store is left consistent.
 DEADLINE_MARGIN_S = 10.0
+
+
+def coalescing_sender(
+    builder: FrameBuilder, deliver: Deliver, settings: Settings, limit_bytes: int, name: str
+) -> OrderedSender:
+    """A started ordered sender with the flush policy of ``settings``, whose deltas fit a
+    transport message of ``limit_bytes``."""
+    chars = min(settings.flush_max_chars, max_text_chars(limit_bytes))
+    return OrderedSender(
+        builder,
+        deliver,
+        FlushPolicy(settings.flush_interval_ms, chars),
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        name=name,
+    ).start()
+
+
+def cancel_watch(
+    store: StreamStore,
+    stream_id: str,
+    settings: Settings,
+    claim: tuple[str, float] | None = None,
+) -> CancelWatch:
+    """The stream's cancel flag, read at twice the flush rate so a cancel takes effect
+    within one flush interval (and, with ``claim``, the claim renewed as a lease)."""
+    return CancelWatch(store, stream_id, settings.flush_interval_ms / 2000.0, claim=claim)
 
 
 def produce(

@@ -31,12 +31,10 @@ from chalice.app import WebsocketAPI
 from chalicelib import stream_store
 from chalicelib.bedrock import BedrockStreamer
 from chalicelib.errors import ErrorCode, StreamError
-from chalicelib.flush import FlushPolicy
 from chalicelib.frames import (
     WEBSOCKET_FRAME_LIMIT,
     FrameBuilder,
     encode,
-    max_text_chars,
     parse_after_seq,
     parse_start_request,
     parse_stream_id,
@@ -44,10 +42,9 @@ from chalicelib.frames import (
 )
 from chalicelib.gateway_auth import Unauthorized, claims_context, policy
 from chalicelib.jwt_verify import JwtVerifier, TokenError
-from chalicelib.producer import DEADLINE_MARGIN_S, produce
-from chalicelib.sender import OrderedSender
+from chalicelib.producer import DEADLINE_MARGIN_S, cancel_watch, coalescing_sender, produce
 from chalicelib.settings import Settings
-from chalicelib.stream_store import CancelWatch, StreamStore
+from chalicelib.stream_store import StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -297,18 +294,11 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
         return "skipped"
     builder = FrameBuilder(stream_id)
     delivery = WebsocketDelivery(deps.store, deps.send, stream_id)
-    chars = min(settings.flush_max_chars, max_text_chars(WEBSOCKET_FRAME_LIMIT))
-    sender = OrderedSender(
-        builder,
-        delivery,
-        FlushPolicy(settings.flush_interval_ms, chars),
-        heartbeat_interval_s=settings.heartbeat_interval_s,
-        name=f"ws-sender-{stream_id[:8]}",
+    sender = coalescing_sender(
+        builder, delivery, settings, WEBSOCKET_FRAME_LIMIT, f"ws-sender-{stream_id[:8]}"
     )
-    sender.start()
     sender.send_frame(lambda b: b.start(settings.model_id))
-    # Checked at twice the flush rate so a cancel lands within one flush interval.
-    watch = CancelWatch(deps.store, stream_id, settings.flush_interval_ms / 2000.0)
+    watch = cancel_watch(deps.store, stream_id, settings)
     try:
         status, error_code = produce(
             payload.get("request"),

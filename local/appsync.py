@@ -87,7 +87,6 @@ import hmac
 import inspect
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -126,7 +125,13 @@ from graphql import (
 from graphql.execution.values import get_argument_values
 
 from chalicelib.jwt_verify import JwtVerifier, TokenError
-from local.http_service import JsonClient, Served
+from local.http_service import (
+    ControlError,
+    JsonClient,
+    Served,
+    apply_control,
+    cors_preflight,
+)
 from local.lambdas import LocalLambdas
 
 log = logging.getLogger(__name__)
@@ -739,10 +744,6 @@ class _Counters:
     dropped: int = 0
 
 
-class ControlError(ValueError):
-    """A bad body on a control route."""
-
-
 # -- the emulator ---------------------------------------------------------------------------
 
 
@@ -860,20 +861,7 @@ class AppSyncEmulator:
         return response
 
     async def _handle_preflight(self, request: web.Request) -> web.Response:
-        requested = request.headers.get("Access-Control-Request-Headers", "")
-        allowed = list(CORS_ALLOW_HEADERS)
-        for name in (h.strip().lower() for h in requested.split(",")):
-            # Echo what the SDK asks for, so a new SDK header does not break the browser.
-            if name and name not in allowed and re.fullmatch(r"[a-z0-9-]+", name):
-                allowed.append(name)
-        return web.Response(
-            status=200,
-            headers={
-                "Access-Control-Allow-Methods": "POST, OPTIONS",
-                "Access-Control-Allow-Headers": ", ".join(allowed),
-                "Access-Control-Max-Age": "86400",
-            },
-        )
+        return cors_preflight(request, CORS_ALLOW_HEADERS, "POST, OPTIONS")
 
     # -- authentication ------------------------------------------------------------------
 
@@ -1387,13 +1375,7 @@ class AppSyncEmulator:
         return web.json_response({"faults": self.faults.to_json()})
 
     async def _handle_post_faults(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read() or b"{}")
-            if not isinstance(body, dict):
-                raise ControlError("body must be a JSON object")
-            return web.json_response(self.apply_faults(body))
-        except (ValueError, ControlError) as exc:
-            return web.json_response({"message": str(exc)}, status=400)
+        return await apply_control(request, self.apply_faults)
 
     async def _handle_delete_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.reset_faults())

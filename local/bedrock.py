@@ -50,7 +50,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from local import eventstream
-from local.http_service import JsonClient, Served
+from local.http_service import ControlError, JsonClient, Served, apply_control
 from local.simulated_model import Generation, InvalidRequest, generate, prompt_hash, validate
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -135,10 +135,6 @@ _SETTING_FIELDS: dict[str, tuple[str, type]] = {
     "tokensPerSecond": ("tokens_per_second", float),
     "answerTokens": ("answer_tokens", int),
 }
-
-
-class ControlError(ValueError):
-    """A bad body on a control route."""
 
 
 def _number(name: str, value: Any, kind: type) -> int | float:
@@ -483,13 +479,7 @@ class BedrockEmulator:
             return web.json_response(self.state())
 
     async def handle_post_faults(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read() or b"{}")
-            if not isinstance(body, dict):
-                raise ControlError("body must be a JSON object")
-            return web.json_response(self.apply_control(body))
-        except (ValueError, ControlError) as exc:
-            return web.json_response({"message": str(exc)}, status=400)
+        return await apply_control(request, self.apply_control)
 
     async def handle_get_streams(self, request: web.Request) -> web.Response:
         return web.json_response({"streams": self.streams()})

@@ -47,7 +47,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from local.http_service import Served
+from local.http_service import Served, cors_preflight
 
 log = logging.getLogger(__name__)
 
@@ -548,20 +548,7 @@ class CognitoEmulator:
         return response
 
     async def _handle_preflight(self, request: web.Request) -> web.Response:
-        requested = request.headers.get("Access-Control-Request-Headers", "")
-        allowed = list(CORS_ALLOW_HEADERS)
-        for name in (h.strip().lower() for h in requested.split(",")):
-            # Echo what the SDK asks for so a new SDK header does not break sign-in.
-            if name and name not in allowed and re.fullmatch(r"[a-z0-9-]+", name):
-                allowed.append(name)
-        return web.Response(
-            status=200,
-            headers={
-                "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-                "Access-Control-Allow-Headers": ", ".join(allowed),
-                "Access-Control-Max-Age": "86400",
-            },
-        )
+        return cors_preflight(request, CORS_ALLOW_HEADERS, "POST, GET, OPTIONS")
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())

@@ -4,8 +4,9 @@ a small synchronous JSON client for the emulators' control routes."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,44 @@ def url_host(host: str) -> str:
     """The host to put in URLs for a listening address (wildcards mean loopback)."""
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     return f"[{host}]" if ":" in host else host
+
+
+class ControlError(ValueError):
+    """A bad body on a control route."""
+
+
+async def apply_control(
+    request: web.Request, apply: Callable[[dict[str, Any]], Any]
+) -> web.Response:
+    """A control route's POST: the JSON object body goes to ``apply``, whose answer is
+    returned; a body that is not one, or that ``apply`` refuses, answers 400."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+        if not isinstance(body, dict):
+            raise ControlError("body must be a JSON object")
+        return web.json_response(apply(body))
+    except ValueError as exc:  # bad JSON, ControlError
+        return web.json_response({"message": str(exc)}, status=400)
+
+
+def cors_preflight(
+    request: web.Request, allow_headers: Iterable[str], methods: str
+) -> web.Response:
+    """A CORS preflight answer allowing ``allow_headers`` plus whatever well-formed header
+    the browser asks for, so a new SDK header does not break a browser client."""
+    allowed = list(allow_headers)
+    requested = request.headers.get("Access-Control-Request-Headers", "")
+    for name in (h.strip().lower() for h in requested.split(",")):
+        if name and name not in allowed and re.fullmatch(r"[a-z0-9-]+", name):
+            allowed.append(name)
+    return web.Response(
+        status=200,
+        headers={
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": ", ".join(allowed),
+            "Access-Control-Max-Age": "86400",
+        },
+    )
 
 
 class Served:

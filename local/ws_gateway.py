@@ -71,7 +71,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
-from local.http_service import JsonClient, Served
+from local.http_service import ControlError, JsonClient, Served, apply_control
 from local.lambdas import LocalLambdas
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ class GatewayFaults:
 
     def to_json(self) -> dict[str, Any]:
         return {"postLatencyMs": self.post_latency_ms, "limitExceeded": self.limit_exceeded}
-
-
-class ControlError(ValueError):
-    """A bad body on a control route."""
 
 
 # -- ids and time ----------------------------------------------------------------------------
@@ -918,13 +914,7 @@ class WebSocketGateway:
             return web.json_response({"faults": self.faults.to_json()})
 
     async def _handle_post_faults(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read() or b"{}")
-            if not isinstance(body, dict):
-                raise ControlError("body must be a JSON object")
-            return web.json_response(self.apply_faults(body))
-        except (ValueError, ControlError) as exc:
-            return web.json_response({"message": str(exc)}, status=400)
+        return await apply_control(request, self.apply_faults)
 
     async def _handle_connections(self, request: web.Request) -> web.Response:
         return web.json_response({"connections": self.connections()})

@@ -69,6 +69,9 @@ def test_config_route_publishes_the_local_endpoints(cloud):
     assert body["cognito"]["userPoolId"] == cloud.ep["cognito"]["userPoolId"]
     assert body["cognito"]["endpoint"] == cloud.ep["cognito"]["endpoint"]
     assert body["model"]["label"] == "local simulated model"
+    assert body["endpoints"]["appsync"] == cloud.ep["appsync"]
+    assert body["endpoints"]["appsync"]["realtime"].startswith("ws://127.0.0.1:")
+    assert body["endpoints"]["websocket"] == cloud.ep["websocket"]
 
 
 def test_boto3_sign_in_gives_an_id_token_the_app_accepts(cloud, user_token):
