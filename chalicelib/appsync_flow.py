@@ -102,8 +102,9 @@ def resolve(event: Mapping[str, Any], deps: ResolverDeps) -> dict[str, Any]:
             stream_id = parse_stream_id(args.get("streamId"))
             data = deps.store.request_cancel(stream_id, owner).public()
         elif field == "streamFrames":
+            after = args.get("afterSeq")  # an explicit null means "from the start"
             record, frames, has_more = snapshot(
-                deps.store, owner, args.get("streamId"), args.get("afterSeq", -1)
+                deps.store, owner, args.get("streamId"), -1 if after is None else after
             )
             data = {
                 "stream": record.public(),

@@ -241,6 +241,7 @@ def test_stream_frames_returns_stored_frames_after_a_seq(resolver, store):
     result = read(ALICE, 0)["data"]
     assert [json.loads(f)["seq"] for f in result["frames"]] == [1, 2]
     assert result["stream"]["status"] == "running" and result["hasMore"] is False
+    assert len(read(ALICE, None)["data"]["frames"]) == 3  # null: from the start
     assert read(BOB, -1)["error"]["code"] == "NOT_FOUND"
     assert read(ALICE, -2)["error"]["code"] == "BAD_REQUEST"
 
