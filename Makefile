@@ -38,7 +38,7 @@ test-node: install
 	cd node_function && npm test
 	node --test cdk/appsync/resolvers.test.mjs
 
-run: install
+run: install client
 	$(BIN)/python -m local
 
 lint: $(PY_STAMP)
@@ -53,8 +53,52 @@ ifneq ($(wildcard node_function/package.json),)
 test: test-node
 endif
 
-bench: $(PY_STAMP)
-	$(BIN)/python -m bench.latency
+# The fault and security suite alone (marker `security`; `make test` runs it too).
+.PHONY: test-security
+test-security: install
+	$(BIN)/pytest -m security
+
+# The comparison client (client/): npm deps, the build `make run` serves, its test suites.
+CLIENT_STAMP   := client/node_modules/.installed
+CLIENT_DIST    := client/dist/index.html
+CLIENT_SOURCES := $(shell find client/src -type f 2>/dev/null) client/index.html \
+	client/vite.config.ts client/tsconfig.json client/package.json client/package-lock.json
+
+.PHONY: client test-client chromium
+install: $(CLIENT_STAMP)
+
+# Playwright drives Debian's chromium: it never downloads a browser of its own.
+$(CLIENT_STAMP): client/package.json client/package-lock.json
+	cd client && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+client: $(CLIENT_DIST)
+
+$(CLIENT_DIST): $(CLIENT_STAMP) $(CLIENT_SOURCES)
+	cd client && npm run build
+
+# Debian's chromium for the browser tests, installed only when missing (apt-get update
+# only if the package lists cannot provide it).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/lib/chromium/chromium ]; then \
+		echo "Installing Debian's chromium for the browser tests..."; \
+		APT="$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$APT install -y -q chromium >/dev/null 2>&1 || \
+		{ $$APT update -q && $$APT install -y -q chromium; }; \
+	fi
+
+# The build (tsc strict + vite), vitest, then Playwright against a local cloud it starts.
+test-client: install chromium
+	cd client && npm run build
+	cd client && npx vitest run
+	cd client && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npx playwright test
+
+test: test-client
+
+# Every architecture against the per-token baseline, the concurrency sweep and the cost
+# table; writes bench/results/ and prints the table.
+bench: $(PY_STAMP) $(NODE_FN_STAMP)
+	$(BIN)/python -m bench
 
 synth: install
 	cd cdk && npx cdk synth --quiet
@@ -64,3 +108,4 @@ deploy: install
 
 clean:
 	rm -rf $(VENV) cdk/node_modules node_function/node_modules cdk/cdk.out chalice.out .chalice/deployments .local
+	rm -rf client/node_modules client/dist client/test-results

@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from local.client_host import BUILD_HINT, is_built
 from local.cloud import ROOT, CloudOptions, LocalCloud
 from local.ws_gateway import GatewayLimits
 
@@ -65,11 +66,19 @@ def _optional_int(env: Mapping[str, str], name: str) -> int | None:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _client_line(url: str, built: bool) -> str:
+    """The comparison client's banner line."""
+    if built:
+        return f"  Client          {url}  (open in a browser; sign in as the local user)"
+    return f"  Client          {url}  (not built yet: run `{BUILD_HINT}`, then reload)"
+
+
 def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
     c = endpoints["cognito"]
     lines = [
         "",
         f"Local cloud is up ({started_in:.1f} s). Endpoints (also in {path}):",
+        _client_line(endpoints["client"], is_built()),
         f"  REST API        {endpoints['rest']}",
         f"  WebSocket       {endpoints['websocket']}",
         f"  Function URL    {endpoints['functionUrl'] or 'not running (see the warning above)'}",

@@ -13,7 +13,9 @@ One process, one object. ``LocalCloud.start`` brings up, in order:
 6. the Chalice app, imported with its environment pointed at the above: its
    routes on the REST server and its functions attached to the local Lambdas,
    one app object, so routes and functions share one process state;
-7. the SQS event source delivering the work queue to the ``appsync_worker`` function.
+7. the SQS event source delivering the work queue to the ``appsync_worker`` function;
+8. the comparison client's host: ``client/dist`` and ``GET /config`` proxied to the REST
+   API (``local/client_host.py``).
 
 The app itself runs unchanged: only endpoints and settings differ from AWS
 (``AWS_ENDPOINT_URL_<SERVICE>``, issuer and JWKS URLs), injected through the
@@ -45,7 +47,17 @@ REGION = "us-east-1"
 # Credentials for the local endpoints only; no AWS account is involved.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 # Append only: a service's port is port_base + its index here.
-SERVICES = ("rest", "aws", "cognito", "bedrock", "lambda", "websocket", "function_url", "appsync")
+SERVICES = (
+    "rest",
+    "aws",
+    "cognito",
+    "bedrock",
+    "lambda",
+    "websocket",
+    "function_url",
+    "appsync",
+    "client",
+)
 # The AppSync worker, as app.py names it, and what Lambda allows the other functions.
 WORKER_FUNCTION = "appsync_worker"
 FUNCTION_TIMEOUTS_S = {"appsync_resolver": 10.0, "ws_generate": 900.0}
@@ -122,6 +134,7 @@ class LocalCloud:
         self._appsync: Any = None
         self._queues: Any = None
         self._sqs_source: Any = None
+        self._client_host: Any = None
         self._saved_env: dict[str, str | None] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -146,11 +159,12 @@ class LocalCloud:
                 self._export_env({"PUBLIC_FUNCTION_URL": function_url})
             rest_url = self._start_rest()
             self._start_sqs_source(aws_url)
+            client_url = self._start_client_host(rest_url)
         except BaseException:
             self.stop()
             raise
         self.endpoints = {
-            "client": None,
+            "client": client_url,
             "rest": rest_url,
             "functionUrl": function_url,
             "websocket": self._gateway.url,
@@ -191,13 +205,13 @@ class LocalCloud:
             self._function_url = None
         # The gateway first: its $disconnect handlers still need DynamoDB.
         if self._loop is not None:
-            for server in (self._gateway, self._appsync, self._lambda_api):
+            for server in (self._client_host, self._gateway, self._appsync, self._lambda_api):
                 if server is not None:
                     try:
                         self._loop.run(server.stop(), timeout=15)
                     except Exception:
                         log.exception("stopping the gateway, AppSync or the Lambda API failed")
-        self._gateway = self._appsync = self._lambda_api = None
+        self._client_host = self._gateway = self._appsync = self._lambda_api = None
         if self._lambdas is not None:
             # Running streams (Event invocations) get a moment to finish.
             if not self._lambdas.close(timeout=5):
@@ -239,16 +253,10 @@ class LocalCloud:
         return f"http://{self.options.host}:{port}/"
 
     def _start_aws(self) -> str:
-        from moto.server import ThreadedMotoServer
+        from local.aws import LocalAws
 
-        # werkzeug logs every request to stderr otherwise.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._moto = ThreadedMotoServer(
-            ip_address=self.options.host, port=_port(self.options, "aws"), verbose=False
-        )
-        self._moto.start()
-        _, port = self._moto.get_host_and_port()
-        return self._url(port)
+        self._moto = LocalAws(self.options.host, _port(self.options, "aws"))
+        return self._url(self._moto.start())
 
     def _start_cognito(self) -> dict[str, str]:
         from local.cognito import CognitoEmulator
@@ -450,3 +458,14 @@ class LocalCloud:
         services.reset()
         self._rest.start()
         return url
+
+    # -- the comparison client ----------------------------------------------------------
+
+    def _start_client_host(self, rest_url: str) -> str:
+        """Serve ``client/dist`` (or a page saying how to build it) and ``GET /config``."""
+        from local.client_host import ClientHost
+
+        assert self._loop is not None
+        self._client_host = ClientHost(rest_url)
+        self._loop.run(self._client_host.start(self.options.host, _port(self.options, "client")))
+        return self._client_host.url

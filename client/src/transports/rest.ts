@@ -1,0 +1,55 @@
+/** The REST API's stream routes (DESIGN §4/§5): the store, for every transport. */
+
+import { joinUrl } from '../config';
+import { parseFrame, type Frame } from '../stream/frames';
+import { StreamRequestError } from './types';
+
+export interface StreamSnapshot {
+  status: string;
+  lastSeq: number | null;
+  frames: Frame[];
+  hasMore: boolean;
+}
+
+export type TokenSource = () => Promise<string>;
+
+export class RestApi {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token: TokenSource,
+    private readonly fetchImpl: typeof fetch = (...args) => fetch(...args),
+  ) {}
+
+  /** Status and stored frames with seq > afterSeq (one page). */
+  async frames(streamId: string, afterSeq: number): Promise<StreamSnapshot> {
+    const url = joinUrl(this.baseUrl, `streams/${encodeURIComponent(streamId)}?afterSeq=${afterSeq}`);
+    const body = await this.call(url, 'GET');
+    return {
+      status: String(body.status),
+      lastSeq: typeof body.lastSeq === 'number' ? body.lastSeq : null,
+      frames: Array.isArray(body.frames) ? body.frames.map((f: unknown) => parseFrame(f)) : [],
+      hasMore: body.hasMore === true,
+    };
+  }
+
+  async cancel(streamId: string): Promise<void> {
+    await this.call(joinUrl(this.baseUrl, `streams/${encodeURIComponent(streamId)}/cancel`), 'POST');
+  }
+
+  private async call(url: string, method: string): Promise<Record<string, any>> {
+    const resp = await this.fetchImpl(url, {
+      method,
+      headers: { Authorization: `Bearer ${await this.token()}` },
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw errorFromBody(resp.status, body);
+    return body;
+  }
+}
+
+/** `{"error":{"code","message"}}` (or API Gateway's `{"message"}`) as an error. */
+export function errorFromBody(status: number, body: any): StreamRequestError {
+  const code = body?.error?.code ?? (status === 401 ? 'UNAUTHORIZED' : `HTTP_${status}`);
+  const message = body?.error?.message ?? body?.message ?? `The request failed with HTTP ${status}.`;
+  return new StreamRequestError(String(code), String(message));
+}

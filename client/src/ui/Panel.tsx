@@ -1,0 +1,98 @@
+import type { Metrics } from '../stream/metrics';
+import { FINISHED, type RunState } from '../stream/runner';
+import type { TransportInfo } from '../transports';
+import { count, ms, rate } from './format';
+import { Markdown } from './Markdown';
+
+export function statusLabel(state: RunState | undefined): string {
+  if (!state) return 'idle';
+  if (state.status === 'done') return state.stopReason ? `done (${state.stopReason})` : 'done';
+  return state.status;
+}
+
+interface Props {
+  info: TransportInfo;
+  color: string;
+  state: RunState | undefined;
+  metrics: Metrics | undefined;
+  canRun: boolean;
+  onRun: () => void;
+  onStop: () => void;
+}
+
+export function Panel({ info, color, state, metrics, canRun, onRun, onStop }: Props) {
+  const running = state !== undefined && !FINISHED.has(state.status);
+  const m = metrics;
+  const titleId = `panel-${info.name}-title`;
+  return (
+    <section className="panel" aria-labelledby={titleId} data-transport={info.name}>
+      <header className="panel-head">
+        <h2 id={titleId}>
+          <span className="swatch" style={{ background: color }} aria-hidden="true" />
+          {info.title}
+        </h2>
+        <p className="path">{info.path}</p>
+      </header>
+      <div className="panel-status">
+        <span className={`status status-${state?.status ?? 'idle'}`} role="status" data-testid="status">
+          {statusLabel(state)}
+        </span>
+        {state?.detail && <span className="detail">{state.detail}</span>}
+      </div>
+      <div className="panel-actions">
+        <button type="button" onClick={onRun} disabled={!canRun || running}>
+          Run {info.title}
+        </button>
+        <button
+          type="button"
+          className="stop"
+          onClick={onStop}
+          disabled={!running || state?.status === 'cancelling'}
+        >
+          Stop {info.title}
+        </button>
+      </div>
+      {state?.error && (
+        <p className="error" role="alert" data-testid="error">
+          <strong>{state.error.code}</strong>: {state.error.message}
+        </p>
+      )}
+      <dl className="metrics" aria-label={`${info.title} metrics`}>
+        <Metric name="setup" label="Connection setup" value={ms(m?.setupMs)} />
+        <Metric name="ttft" label="First token" value={ms(m?.ttftMs)} />
+        <Metric name="chars-per-s" label="Chars / s" value={rate(m?.charsPerSecond)} />
+        <Metric name="tokens-per-s" label="Tokens / s" value={rate(m?.tokensPerSecond)} />
+        <Metric name="total" label={running ? 'Elapsed' : 'Total'} value={ms(running ? m?.elapsedMs : m?.totalMs)} />
+        <Metric name="frames" label="Frames" value={m ? count(m.frames) : '–'} />
+        <Metric name="chars" label="Characters" value={m ? count(m.chars) : '–'} />
+        <Metric
+          name="gaps"
+          label="Gaps repaired"
+          value={m ? gapsText(m) : '–'}
+        />
+        <Metric name="duplicates" label="Duplicates dropped" value={m ? count(m.duplicates) : '–'} />
+        <Metric name="heartbeats" label="Heartbeats" value={m ? count(m.heartbeats) : '–'} />
+        <Metric name="pause" label="Longest pause" value={ms(m?.longestPauseMs)} />
+        <Metric name="resumes" label="Resumes" value={m ? count(m.resumes) : '–'} />
+      </dl>
+      <div className="answer" data-testid="answer" aria-live="off" aria-busy={running}>
+        {state ? <Markdown text={state.text} /> : <p className="placeholder">No answer yet.</p>}
+      </div>
+    </section>
+  );
+}
+
+/** "repaired / detected", with the frames fetched from the store to repair them. */
+function gapsText(m: Metrics): string {
+  const frames = m.framesRepaired === 1 ? '1 frame' : `${m.framesRepaired} frames`;
+  return `${m.gapsRepaired} / ${m.gapsDetected}${m.framesRepaired ? ` (${frames})` : ''}`;
+}
+
+function Metric({ name, label, value }: { name: string; label: string; value: string }) {
+  return (
+    <div className="metric" data-metric={name}>
+      <dt>{label}</dt>
+      <dd>{value}</dd>
+    </div>
+  );
+}
