@@ -36,10 +36,16 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class PublishError(Exception):
     """A publish that did not reach AppSync; ``reason`` is safe to log (no payload)."""
 
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, status: int | None = None, retryable: bool | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        # Unless said otherwise: connection failures, throttling and AppSync's own errors.
+        self.retryable = (
+            (status is None or status in _RETRY_STATUSES) if retryable is None else retryable
+        )
 
 
 class AppSyncPublisher:
@@ -104,8 +110,7 @@ class AppSyncPublisher:
                 self._send(body)
                 return
             except PublishError as exc:
-                retryable = exc.status is None or exc.status in _RETRY_STATUSES
-                if not retryable or attempt == self._retries:
+                if not exc.retryable or attempt == self._retries:
                     raise
                 log.info(
                     "publish retried",
@@ -123,15 +128,25 @@ class AppSyncPublisher:
             resp = self._http.request(
                 "POST", self._url, body=body, headers=dict(request.headers.items())
             )
+        except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.NewConnectionError):
+            # Nothing was sent: safe to try again.
+            raise PublishError("could not connect") from None
         except urllib3.exceptions.HTTPError as exc:
-            raise PublishError(f"connection failed: {type(exc).__name__}") from None
+            # Sent, with no answer (read timeout, connection lost): AppSync may have applied
+            # it, and a retry would deliver the frame twice. It is stored; clients repair
+            # the gap from the store.
+            raise PublishError(f"no answer: {type(exc).__name__}", retryable=False) from None
         if resp.status != 200:
             raise PublishError(f"AppSync answered {resp.status}", status=resp.status)
         try:
             answer = json.loads(resp.data)
         except ValueError:
-            raise PublishError("AppSync answered with invalid JSON", status=resp.status) from None
+            raise PublishError(
+                "AppSync answered with invalid JSON", status=resp.status, retryable=False
+            ) from None
         errors = answer.get("errors") if isinstance(answer, dict) else None
         if errors:
             kinds = sorted({str(e.get("errorType", "?"))[:40] for e in errors})
-            raise PublishError(f"publishFrames refused: {', '.join(kinds)}", status=resp.status)
+            raise PublishError(
+                f"publishFrames refused: {', '.join(kinds)}", status=resp.status, retryable=False
+            )

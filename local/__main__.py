@@ -7,6 +7,7 @@ Prints every URL and the local user's credentials, writes them to
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -56,6 +57,20 @@ def gateway_limits_from_env(env: Mapping[str, str]) -> GatewayLimits:
     return GatewayLimits(**values)
 
 
+# LogRecord attributes every record has; anything else came from ``extra=``.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class WithFields(logging.Formatter):
+    """The message, then the fields passed with ``extra=`` as JSON, as Lambda's JSON log
+    format shows them: what a reader of the logs (and the log checks) must see."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        return f"{line} {json.dumps(fields, default=str)}" if fields else line
+
+
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if not raw:
@@ -98,7 +113,9 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(WithFields("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     # Block the stop signals before any thread starts (threads inherit the mask)
     # and wait for them synchronously: no Python signal handler runs while
     # another thread or the main thread holds a lock it would need.

@@ -74,7 +74,8 @@ def test_a_publish_is_the_signed_publish_frames_mutation():
     [
         Response(503, b"busy"),
         Response(429, b"slow down"),
-        urllib3.exceptions.ProtocolError("reset"),
+        urllib3.exceptions.NewConnectionError(None, "refused"),
+        urllib3.exceptions.ConnectTimeoutError(None, "slow"),
     ],
 )
 def test_transient_failures_are_retried_with_backoff(failure):
@@ -83,6 +84,22 @@ def test_transient_failures_are_retried_with_backoff(failure):
     pub.publish("s", "alice", [FRAME])
     assert len(http.requests) == 3
     assert sleeps == [0.05, 0.1]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        urllib3.exceptions.ReadTimeoutError(None, "/graphql", "read timed out"),
+        urllib3.exceptions.ProtocolError("connection lost"),
+    ],
+)
+def test_a_publish_that_may_have_been_applied_is_not_repeated(failure):
+    http = Http(failure, OK)
+    pub, _ = publisher(http)
+    with pytest.raises(PublishError, match="no answer") as info:
+        pub.publish("s", "alice", [FRAME])
+    assert info.value.retryable is False
+    assert len(http.requests) == 1  # a retry could deliver the frame twice
 
 
 def test_persistent_failure_raises_after_the_retries():

@@ -19,3 +19,17 @@ def test_gateway_limits_are_read_from_local_ws_variables():
 def test_a_malformed_limit_names_the_variable():
     with pytest.raises(SystemExit, match="LOCAL_WS_IDLE_TIMEOUT_S must be a number"):
         gateway_limits_from_env({"LOCAL_WS_IDLE_TIMEOUT_S": "soon"})
+
+
+def test_log_lines_show_the_fields_passed_with_extra():
+    import logging
+
+    from local.__main__ import WithFields
+
+    record = logging.makeLogRecord(
+        {"name": "x", "msg": "stream finished", "levelno": 20, "streamId": "s-1", "frames": 3}
+    )
+    line = WithFields("%(name)s %(message)s").format(record)
+    assert line == 'x stream finished {"streamId": "s-1", "frames": 3}'
+    plain = logging.makeLogRecord({"name": "x", "msg": "no fields"})
+    assert WithFields("%(name)s %(message)s").format(plain) == "x no fields"
