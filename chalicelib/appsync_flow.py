@@ -40,6 +40,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.appsync_publish import PublishError
 from chalicelib.bedrock import BedrockStreamer
+from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import (
     APPSYNC_PAYLOAD_LIMIT,
@@ -48,7 +49,7 @@ from chalicelib.frames import (
     parse_start_request,
     parse_stream_id,
 )
-from chalicelib.producer import DEADLINE_MARGIN_S, cancel_watch, coalescing_sender, produce
+from chalicelib.producer import cancel_watch, coalescing_sender, produce
 from chalicelib.rest_api import snapshot
 from chalicelib.settings import Settings
 from chalicelib.stream_store import ABANDONED, ERROR, CancelWatch, StreamRecord, StreamStore
@@ -201,17 +202,27 @@ class AppSyncDelivery:
         self._store = store
         self._publish = publish
         self._job = job
-        self.watch: CancelWatch | None = None
+        self.guard = DeliveryGuard()
         self.publishes = 0
         self.failed = 0
-        self.dropped = 0
+
+    @property
+    def watch(self) -> CancelWatch | None:
+        return self.guard.watch
+
+    @watch.setter
+    def watch(self, watch: CancelWatch | None) -> None:
+        self.guard.watch = watch
+
+    @property
+    def dropped(self) -> int:
+        return self.guard.dropped
 
     def __call__(self, frame: dict[str, Any]) -> None:
-        if self.watch is not None and self.watch.claim_lost:
-            # The stream was ended by someone else, with its own terminal frame at the
-            # next seq: delivering more would overwrite or follow it.
-            self.dropped += 1
-            return
+        # Dropped once the stream is no longer ours (see DeliveryGuard).
+        self.guard.run(lambda: self._deliver(frame))
+
+    def _deliver(self, frame: dict[str, Any]) -> None:
         if "seq" in frame:
             self._store.append_frames(self._job.stream_id, [frame])
         try:
@@ -307,10 +318,18 @@ def generate(job: Job, worker_id: str, deps: WorkerDeps) -> str:
             stream_id=job.stream_id,
         )
     finally:
-        drained = sender.close(timeout=DEADLINE_MARGIN_S / 2)
-    if not drained:
-        log.error("sender did not drain", extra={"streamId": job.stream_id})
-    store.finish(job.stream_id, job.owner, status, last_seq=builder.last_seq, error_code=error_code)
+        # A slow AppSync holds frames in the sender: wait for them as long as the
+        # Lambda can (the guard keeps the claim renewed meanwhile).
+        drained = sender.close(timeout=drain_timeout_s(deps.remaining_ms()))
+    if drained:
+        store.finish(
+            job.stream_id, job.owner, status, last_seq=builder.last_seq, error_code=error_code
+        )
+    else:
+        status = ERROR
+        frame = end_undelivered(store, job.stream_id, delivery.guard)
+        if frame is not None:
+            _publish_quietly(job.stream_id, job.owner, frame, deps)
     log.info(
         "stream finished",
         extra={
@@ -340,11 +359,15 @@ def _end_and_publish(record: StreamRecord, deps: WorkerDeps, err: StreamError) -
     if frame is None:
         return  # someone else ended it (and published its frame)
     log.info("stream ended after its worker stopped", extra={"streamId": record.stream_id})
+    _publish_quietly(record.stream_id, record.owner, frame, deps)
+
+
+def _publish_quietly(stream_id: str, owner: str, frame: dict[str, Any], deps: WorkerDeps) -> None:
     try:
-        deps.publish(record.stream_id, record.owner, [frame])
+        deps.publish(stream_id, owner, [frame])
     except PublishError as exc:
         # Stored all the same: the client finds it with streamFrames.
         log.warning(
             "terminal frame not published",
-            extra={"streamId": record.stream_id, "reason": exc.reason},
+            extra={"streamId": stream_id, "reason": exc.reason},
         )

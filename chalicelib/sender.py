@@ -10,6 +10,10 @@ by one flush interval plus one call (DESIGN §7) instead of growing per token.
 A delivery that raises is recorded and reported back (``failure``,
 ``on_failure``); the sender goes on with the next frames, so a ``deliver``
 that writes to the store and a socket can keep storing after the socket is gone.
+
+``PerTokenSender`` is the baseline the benchmark measures this design against
+(``SENDER_MODE=per_token``): the same interface, but every model token is its own
+frame, delivered before ``send_text`` returns, which is what most samples do.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.flush import FlushPolicy
 from chalicelib.frames import FrameBuilder
@@ -39,6 +43,30 @@ class DeliveryFailure:
 
     def __repr__(self) -> str:
         return f"DeliveryFailure(seq={self.frame.get('seq')}, error={self.error!r})"
+
+
+class Sender(Protocol):
+    """What a producer hands text and control frames to (both senders below)."""
+
+    frames_sent: int
+    heartbeats_sent: int
+
+    def start(self) -> Sender: ...
+
+    def send_text(self, text: str) -> None: ...
+
+    def send_frame(self, build: Callable[[FrameBuilder], Frame]) -> None: ...
+
+    def close(self, timeout: float | None = None) -> bool: ...
+
+    @property
+    def failure(self) -> DeliveryFailure | None: ...
+
+    @property
+    def failures(self) -> list[DeliveryFailure]: ...
+
+    @property
+    def last_seq(self) -> int: ...
 
 
 class OrderedSender:
@@ -184,5 +212,119 @@ class OrderedSender:
             self._failures.append(failure)
         if self._on_failure is not None:
             # A broken callback must not stop delivery.
+            with contextlib.suppress(Exception):
+                self._on_failure(failure)
+
+
+class PerTokenSender:
+    """The per-token baseline (``SENDER_MODE=per_token``): one frame per model token.
+
+    ``send_text`` turns the text into a delta frame (split only where it would not fit
+    the transport) and delivers it in the caller's thread before returning, so the loop
+    reading the model waits on every call, as in the usual samples: once token rate x
+    call latency exceeds 1, the delay grows with every token. ``send_frame`` delivers
+    its frame the same way. Only heartbeats come from a background thread, after
+    ``heartbeat_interval_s`` of silence as the protocol requires; one lock keeps every
+    delivery one at a time, so seq order is delivery order.
+
+    Failures are recorded and reported exactly as ``OrderedSender`` does.
+    """
+
+    def __init__(
+        self,
+        builder: FrameBuilder,
+        deliver: Deliver,
+        max_chars: int,
+        *,
+        heartbeat_interval_s: float = 15.0,
+        on_failure: Callable[[DeliveryFailure], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "per-token-sender",
+    ) -> None:
+        self._builder = builder
+        self._deliver = deliver
+        # Interval 0: every text is due at once; max_chars only splits what would not fit.
+        self._chunks = FlushPolicy(0, max_chars)
+        self._heartbeat_s = heartbeat_interval_s
+        self._on_failure = on_failure
+        self._clock = clock
+        self._lock = threading.Lock()  # one delivery at a time
+        self._stop = threading.Event()
+        self._failures: list[DeliveryFailure] = []
+        self._failures_lock = threading.Lock()
+        self._closed = False
+        self._last_sent = clock()
+        self._thread = threading.Thread(target=self._heartbeats, name=name, daemon=True)
+        self.frames_sent = 0
+        self.heartbeats_sent = 0
+
+    def start(self) -> PerTokenSender:
+        self._thread.start()
+        return self
+
+    def send_text(self, text: str) -> None:
+        """Deliver ``text`` as a delta frame now; returns once it was delivered."""
+        if self._closed:
+            raise RuntimeError("sender is closed")
+        if not text:
+            return
+        with self._lock:
+            for chunk in self._chunks.add(text, self._clock() * 1000.0):
+                self._emit(self._builder.delta(chunk))
+
+    def send_frame(self, build: Callable[[FrameBuilder], Frame]) -> None:
+        """Deliver a control frame (start, done, error) now."""
+        if self._closed:
+            raise RuntimeError("sender is closed")
+        with self._lock:
+            try:
+                frame = build(self._builder)
+            except Exception as exc:  # reported like a failed delivery
+                self._record(DeliveryFailure({}, exc))
+                return
+            self._emit(frame)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the heartbeats; False if a heartbeat delivery did not end in time.
+        Everything else was delivered when it was sent."""
+        self._closed = True
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def failure(self) -> DeliveryFailure | None:
+        with self._failures_lock:
+            return self._failures[0] if self._failures else None
+
+    @property
+    def failures(self) -> list[DeliveryFailure]:
+        with self._failures_lock:
+            return list(self._failures)
+
+    @property
+    def last_seq(self) -> int:
+        return self._builder.last_seq
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(max(0.0, self._last_sent + self._heartbeat_s - self._clock())):
+            with self._lock:
+                if not self._stop.is_set() and self._clock() - self._last_sent >= self._heartbeat_s:
+                    self.heartbeats_sent += 1
+                    self._emit(self._builder.heartbeat())
+
+    def _emit(self, frame: Frame) -> None:
+        self._last_sent = self._clock()
+        try:
+            self._deliver(frame)
+            self.frames_sent += 1
+        except Exception as exc:  # reported to the producer, as OrderedSender does
+            self._record(DeliveryFailure(frame, exc))
+
+    def _record(self, failure: DeliveryFailure) -> None:
+        with self._failures_lock:
+            self._failures.append(failure)
+        if self._on_failure is not None:
             with contextlib.suppress(Exception):
                 self._on_failure(failure)

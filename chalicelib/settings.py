@@ -48,6 +48,19 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _str(env, name, default)
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+# How frames leave a producer. "coalesce" (the default) is the ordered background sender
+# of DESIGN §4; "per_token" is the baseline that bench/ measures it against: one delta
+# frame per model token, delivered synchronously from the loop reading the model.
+SENDER_MODES = ("coalesce", "per_token")
+
+
 @dataclass(frozen=True)
 class Limits:
     """Request limits of DESIGN §4, enforced on every transport."""
@@ -76,6 +89,7 @@ class Settings:
 
     flush_interval_ms: int = 50
     flush_max_chars: int = 2048
+    sender_mode: str = "coalesce"
     heartbeat_interval_s: float = 15.0
     stream_ttl_s: int = 24 * 3600
 
@@ -132,6 +146,10 @@ class Settings:
             object.__setattr__(
                 self, "jwks_url", self.jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
             )
+        if self.sender_mode not in SENDER_MODES:
+            raise SettingsError(
+                f"sender_mode must be one of {', '.join(SENDER_MODES)}, got {self.sender_mode!r}"
+            )
         if self.limits.default_max_tokens > self.limits.max_tokens_limit:
             raise SettingsError("DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT")
 
@@ -166,6 +184,7 @@ class Settings:
             ),
             flush_interval_ms=_int(env, "FLUSH_INTERVAL_MS", d.flush_interval_ms, 1, 10_000),
             flush_max_chars=_int(env, "FLUSH_MAX_CHARS", d.flush_max_chars, 1, 100_000),
+            sender_mode=_choice(env, "SENDER_MODE", d.sender_mode, SENDER_MODES),
             heartbeat_interval_s=_float(
                 env, "HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s, 0.01, 600
             ),

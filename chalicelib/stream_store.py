@@ -289,7 +289,13 @@ class StreamStore:
         return _record(item)
 
     def _release_dead_slots(self, owner: str) -> bool:
-        """Drop slots of streams that ended or lost their producer; True if any."""
+        """Drop slots of streams that ended or lost their producer; True if any.
+
+        A producer is lost when nothing updated its stream for a Lambda's lifetime, or
+        its claim's lease lapsed. Such a stream keeps its status until a reader or a
+        redelivery ends it with a terminal frame (``end_if_abandoned``), which also
+        publishes it where the transport can.
+        """
         resp = self.client.get_item(
             TableName=self._streams, Key=_user_key(owner), ConsistentRead=True
         )
@@ -298,7 +304,12 @@ class StreamStore:
         dead = []
         for sid in running:
             rec = self.get(sid)
-            if rec is None or rec.terminal or now - rec.updated_at > STALE_AFTER_S:
+            if (
+                rec is None
+                or rec.terminal
+                or now - rec.updated_at > STALE_AFTER_S
+                or self.claim_lapsed(rec)
+            ):
                 dead.append(sid)
         if dead:
             self._release_slots(owner, dead)
@@ -660,16 +671,34 @@ class CancelWatch:
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= self._interval:
             self._checked_at = now
-            if self._claim is not None and now - self._renewed_at >= self._claim[1] / 3:
-                self._renewed_at = now
-                worker_id, lease_s = self._claim
-                try:
-                    self._cancelled = self._store.renew_claim(self._stream_id, worker_id, lease_s)
-                except ClaimLost:
-                    self.claim_lost = self._cancelled = True
-            else:
+            if not self._renew_if_due(now):
                 self._cancelled = self._store.is_cancel_requested(self._stream_id)
         return self._cancelled
+
+    def keep_claim(self) -> bool:
+        """Renew the claim when due; False once it is lost.
+
+        For the sender, which may still be delivering after the producer stopped reading
+        the model (and asking ``cancelled``): the lease must not lapse while it drains.
+        """
+        if not self.claim_lost:
+            self._renew_if_due(self._clock())
+        return not self.claim_lost
+
+    def _renew_if_due(self, now: float) -> bool:
+        """Renew the claim if a third of its lease passed; True if a renewal was made
+        (its answer carries the cancel flag, so no separate read is needed)."""
+        if self._claim is None or now - self._renewed_at < self._claim[1] / 3:
+            return False
+        self._renewed_at = now
+        worker_id, lease_s = self._claim
+        try:
+            # Two threads may renew: a flag seen set stays set.
+            cancelled = self._store.renew_claim(self._stream_id, worker_id, lease_s)
+            self._cancelled = self._cancelled or cancelled
+        except ClaimLost:
+            self.claim_lost = self._cancelled = True
+        return True
 
 
 class ClaimLost(Exception):

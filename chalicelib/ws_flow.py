@@ -30,6 +30,7 @@ from chalice.app import WebsocketAPI
 
 from chalicelib import stream_store
 from chalicelib.bedrock import BedrockStreamer
+from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import (
     WEBSOCKET_FRAME_LIMIT,
@@ -42,7 +43,7 @@ from chalicelib.frames import (
 )
 from chalicelib.gateway_auth import Unauthorized, claims_context, policy
 from chalicelib.jwt_verify import JwtVerifier, TokenError
-from chalicelib.producer import DEADLINE_MARGIN_S, cancel_watch, coalescing_sender, produce
+from chalicelib.producer import cancel_watch, coalescing_sender, produce
 from chalicelib.settings import Settings
 from chalicelib.stream_store import StreamStore
 
@@ -248,8 +249,12 @@ class WebsocketDelivery:
         self.connection_id: str | None = None
         self.gone: set[str] = set()
         self.posts = 0
+        self.guard = DeliveryGuard()
 
     def __call__(self, frame: dict[str, Any]) -> None:
+        self.guard.run(lambda: self._deliver(frame))
+
+    def _deliver(self, frame: dict[str, Any]) -> None:
         if "seq" in frame:  # transcript frames are stored; heartbeats only sent
             self._store.append_frames(self._stream_id, [frame])
             self.connection_id = self._store.mark_delivered(self._stream_id, frame["seq"])
@@ -288,17 +293,23 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
     settings = deps.settings
     stream_id = parse_stream_id(payload.get("streamId"))
     owner = str(payload.get("owner"))
-    if not deps.store.claim(stream_id, worker_id):
+    # A lease, renewed while the generator runs: if its Lambda dies (out of memory, a
+    # crash), the claim lapses and the next reader (resume, REST read, the per-user cap)
+    # ends the stream with a terminal error frame at once, instead of after a Lambda's
+    # maximum lifetime (STALE_AFTER_S).
+    lease = (worker_id, settings.claim_lease_s)
+    if not deps.store.claim(stream_id, *lease):
         # A retried async invoke for a stream already produced (or being produced).
         log.info("stream already claimed", extra={"streamId": stream_id})
         return "skipped"
     builder = FrameBuilder(stream_id)
     delivery = WebsocketDelivery(deps.store, deps.send, stream_id)
+    watch = cancel_watch(deps.store, stream_id, settings, claim=lease)
+    delivery.guard.watch = watch
     sender = coalescing_sender(
         builder, delivery, settings, WEBSOCKET_FRAME_LIMIT, f"ws-sender-{stream_id[:8]}"
     )
     sender.send_frame(lambda b: b.start(settings.model_id))
-    watch = cancel_watch(deps.store, stream_id, settings)
     try:
         status, error_code = produce(
             payload.get("request"),
@@ -310,11 +321,17 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
             stream_id=stream_id,
         )
     finally:
-        # Within the deadline margin, so the store is finished before Lambda's timeout.
-        drained = sender.close(timeout=DEADLINE_MARGIN_S / 2)
-    if not drained:
-        log.error("sender did not drain", extra={"streamId": stream_id})
-    deps.store.finish(stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code)
+        # A slow or throttled @connections API holds frames in the sender: wait for them
+        # as long as the Lambda can, keeping half the deadline margin for the last writes.
+        drained = sender.close(timeout=drain_timeout_s(deps.remaining_ms()))
+    if drained:
+        deps.store.finish(
+            stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code
+        )
+    else:
+        # Its error frame is stored; the client gets it on resume.
+        end_undelivered(deps.store, stream_id, delivery.guard)
+        status = stream_store.ERROR
     log.info(
         "stream finished",
         extra={
@@ -323,6 +340,8 @@ def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> 
             "frames": builder.last_seq + 1,
             "posts": delivery.posts,
             "gone": bool(delivery.gone),
+            "claimLost": watch.claim_lost,
+            "dropped": delivery.guard.dropped,
         },
     )
     return status

@@ -15,7 +15,8 @@ Faithful to what the app depends on (DESIGN §3, §4, §6):
   exception sends the client ``{"message": "Internal server error", ...}``; one
   still running after ``integration_timeout_s`` sends ``{"message": "Endpoint
   request timed out", ...}`` (the handler keeps running). Client frames over
-  ``frame_bytes`` or messages over ``message_bytes`` close the socket with 1009.
+  ``frame_bytes`` or messages over ``message_bytes`` close the socket with 1009
+  "Message too big".
 - **Disconnect.** Client close, idle timeout, maximum duration, ``@connections``
   DELETE and :meth:`WebSocketGateway.stop` each run ``$disconnect`` exactly once,
   after the connection is gone (a post to it answers 410).
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"
 _ABNORMAL_CLOSURE = 1006
+_TOO_BIG = "Message too big"  # API Gateway's close reason for 1009
 _NO_STATUS = 1005
 
 
@@ -248,6 +250,15 @@ class _GatewaySocket(web.WebSocketResponse):
             )
 
         request.protocol._payload_parser = _GuardedParser(self._parser, scanner, violation)
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        # aiohttp closes an oversized frame or message with 1009 and no reason; API
+        # Gateway's close frame says why ("Message too big"), and clients show it.
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = _TOO_BIG.encode("utf-8")
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class _DropOfferedProtocolsWarning(logging.Filter):
@@ -715,7 +726,7 @@ class WebSocketGateway:
                 code = getattr(msg.data, "code", WSCloseCode.INTERNAL_ERROR)
                 if code == WSCloseCode.MESSAGE_TOO_BIG:
                     log.info("message too big", extra={"connectionId": conn.id})
-                    return int(code), "Message too big"
+                    return int(code), _TOO_BIG
                 return int(code), "Protocol error"
             # CLOSING (our own close() in progress) or CLOSED (socket gone)
             return _ABNORMAL_CLOSURE, "Going away"

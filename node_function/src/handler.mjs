@@ -6,7 +6,8 @@
  *           → 200 text/event-stream with the stream's frames, or an error status.
  *   GET  /?streamId=<uuid>  with Last-Event-ID: <seq> (or ?lastEventId=<seq>)
  *           → 200 text/event-stream replaying stored frames after that seq, then
- *             following the stream in the store until its terminal frame.
+ *             following the stream in the store until its terminal frame; 204 when
+ *             the stream has ended and the client already holds its terminal frame.
  *
  * Everything that can fail before streaming (auth, validation, the stream record
  * and its per-user cap) is settled first and answered with a real status and
@@ -24,7 +25,7 @@ import { bearerToken, TokenError } from './jwt.mjs';
 import { errorKind } from './log.mjs';
 import { runStream } from './producer.mjs';
 import { HEARTBEAT, sseEvent } from './sse.mjs';
-import { isTerminal, STALE_AFTER_S, TRANSPORT } from './store.mjs';
+import { claimLapsed, isTerminal, STALE_AFTER_S, TRANSPORT } from './store.mjs';
 
 const SSE_HEADERS = Object.freeze({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 const JSON_HEADERS = Object.freeze({ 'Content-Type': 'application/json' });
@@ -88,6 +89,14 @@ class Response {
   sendError(/** @type {StreamError} */ err, /** @type {Record<string, string>} */ extraHeaders = {}) {
     this._open(err.httpStatus, { ...JSON_HEADERS, ...extraHeaders });
     this.write(JSON.stringify({ error: { code: err.code, message: err.message } }));
+  }
+
+  /** 204 and no body: nothing to send (EventSource stops reconnecting on a 204). */
+  sendNoContent() {
+    this._open(204, {});
+    // Lambda sends the status only on a write(): end() alone would answer 200
+    // (aws/aws-lambda-nodejs-runtime-interface-client#97).
+    this.write('');
   }
 
   /** Commit to 200 and SSE: from here on, failures are frames. */
@@ -245,7 +254,15 @@ export function createStreamHandler(deps) {
     const streamId = parseStreamId(query.streamId);
     const lastEventId = header(event.headers, 'last-event-id') ?? query.lastEventId;
     const afterSeq = parseAfterSeq(lastEventId);
-    await store.getOwned(streamId, owner); // NOT_FOUND for anyone else's
+    const record = await store.getOwned(streamId, owner); // NOT_FOUND for anyone else's
+    if (isTerminal(record) && record.lastSeq !== null && record.lastSeq >= 0 && afterSeq >= record.lastSeq) {
+      // The client holds the terminal frame already. Following would find nothing and
+      // report the stream as broken; 204 says "nothing more", and stops an EventSource
+      // from reconnecting.
+      rlog('info', 'resume after the end: nothing to send', { streamId, afterSeq });
+      res.sendNoContent();
+      return;
+    }
     res.startSse();
     rlog('info', 'stream resumed', { streamId, afterSeq });
     await follow(res, streamId, afterSeq, rlog, remainingMs);
@@ -273,7 +290,9 @@ export function createStreamHandler(deps) {
       if (now() - recordCheckedAt >= RECORD_CHECK_MS) {
         recordCheckedAt = now();
         const record = await store.get(streamId);
-        const stale = record !== null && Date.now() / 1000 - record.updatedAt > STALE_AFTER_S;
+        const nowS = Date.now() / 1000;
+        // No update for a Lambda's lifetime, or a producer lease nobody renewed: it died.
+        const stale = record !== null && (nowS - record.updatedAt > STALE_AFTER_S || claimLapsed(record, nowS));
         if (record === null || isTerminal(record) || stale) {
           // One more read: the producer stores its terminal frame before finishing.
           const last = await store.framesAfter(streamId, cursor, REPLAY_PAGE);

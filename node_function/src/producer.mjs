@@ -4,7 +4,7 @@
  *
  * The loop reading the model never waits on the response stream or DynamoDB: it
  * hands text to the OrderedSender, whose single async loop delivers frames in
- * order. The cancel flag is read in the background at most every flush/2 ms; a
+ * order (with SENDER_MODE=per_token, the baseline sender, it waits on every token). The cancel flag is read in the background at most every flush/2 ms; a
  * cancel aborts the Bedrock request at once (even while the model is silent) and
  * the stream ends with ``done`` + ``stopReason: "cancelled"``.
  */
@@ -13,10 +13,9 @@ import { performance } from 'node:perf_hooks';
 
 import { END } from './bedrock.mjs';
 import { ErrorCode, StreamError } from './errors.mjs';
-import { FlushPolicy } from './flush.mjs';
 import { FrameBuilder, maxTextChars } from './frames.mjs';
 import { errorKind } from './log.mjs';
-import { OrderedSender } from './sender.mjs';
+import { createSender } from './sender.mjs';
 import { CANCELLED, CancelWatch, DONE, ERROR } from './store.mjs';
 
 // A frame item holds the frame's JSON with non-ASCII escaped (up to 12 bytes for
@@ -59,7 +58,9 @@ export async function runStream(deps, job) {
     }
   };
   const maxChars = Math.min(settings.flushMaxChars, maxTextChars(STORE_ITEM_LIMIT, STORE_BYTES_PER_CHAR));
-  const sender = new OrderedSender(builder, deliver, new FlushPolicy(settings.flushIntervalMs, maxChars), {
+  const sender = createSender(settings.senderMode, builder, deliver, {
+    intervalMs: settings.flushIntervalMs,
+    maxChars,
     heartbeatIntervalMs: settings.heartbeatIntervalS * 1000,
     now,
     onFailure: ({ frame, error }) =>
@@ -101,7 +102,7 @@ export async function runStream(deps, job) {
  * Run the model into the sender; returns the status and error code to finish with.
  * @param {ProducerDeps} deps
  * @param {{streamId: string, request: import('./frames.mjs').StartRequest}} job
- * @param {OrderedSender} sender
+ * @param {import('./sender.mjs').OrderedSender | import('./sender.mjs').PerTokenSender} sender
  * @param {() => number} now
  * @param {number} deadlineAt
  * @returns {Promise<{status: string, errorCode: string|null}>}
@@ -140,7 +141,9 @@ async function produce(deps, job, sender, now, deadlineAt) {
         break;
       }
       if (event === null) continue;
-      if (event.type === 'text') sender.sendText(event.text);
+      // The coalescing sender returns at once; the per-token baseline resolves after
+      // delivering, so there reading the model waits on every call.
+      if (event.type === 'text') await sender.sendText(event.text);
       else if (event.type === 'stop') stopReason = event.stopReason;
       else if (event.type === 'metadata') ({ usage, metrics } = event);
     }

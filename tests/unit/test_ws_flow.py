@@ -381,3 +381,85 @@ def test_resuming_an_abandoned_stream_replays_it_to_a_terminal_error(deps, store
         message({"action": "resume", "streamId": sid, "afterSeq": 0}, "c2"), deps
     )
     assert [(f["seq"], f["type"]) for f in sockets.posts["c2"]] == [(1, "delta"), (2, "error")]
+
+
+def test_the_generator_holds_its_claim_as_a_lease_while_it_runs(settings, store, sockets):
+    sid = start_stream(store)
+    seen: list[Any] = []
+    streamer = FakeStreamer(answer("a", "b"), hooks={1: lambda: seen.append(store.get(sid))})
+    assert run(settings, store, sockets, streamer, sid) == "done"
+    (running,) = seen
+    assert running.claimed_by == "w1"
+    assert running.lease_until is not None and running.lease_until > running.updated_at
+
+
+def test_a_crashed_generators_lease_lapses_and_a_resume_ends_the_stream(
+    settings, store, sockets, deps
+):
+    """A generator that died leaves a claim nobody renews: the next resume ends the
+    stream with one terminal error frame instead of waiting for a Lambda's lifetime."""
+    clock = [1_800_000_000.0]
+    store._clock = lambda: clock[0]
+    sid = start_stream(store, conn="old")
+    assert store.claim(sid, "w1", settings.claim_lease_s)
+    b = FrameBuilder(sid)
+    store.append_frames(sid, [b.start("m"), b.delta("a")])
+    store.mark_delivered(sid, 1)
+    clock[0] += settings.claim_lease_s + 1  # not renewed: its Lambda is gone
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": 1}, "new"), deps
+    )
+    (error,) = sockets.posts["new"]
+    assert (error["seq"], error["type"], error["error"]["code"]) == (2, "error", "INTERNAL")
+    assert error["error"]["retryable"] is True
+    assert store.get(sid).status == "error" and store.running_count("alice") == 0
+
+
+def test_a_generator_whose_stream_was_ended_for_it_delivers_nothing_more(store, sockets):
+    """If a reader took the generator for dead (its lease lapsed during a long pause)
+    and ended the stream, the generator must not overwrite or follow that end."""
+    from chalicelib.stream_store import ABANDONED, CancelWatch
+
+    sid = start_stream(store)
+    assert store.claim(sid, "w1", lease_s=30)
+    ticks = [0.0]
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, sid)
+    delivery.guard.watch = CancelWatch(store, sid, 0.01, clock=lambda: ticks[0], claim=("w1", 30))
+    builder = FrameBuilder(sid)
+    delivery(builder.start("m"))
+    ended = store.end_with_error(store.get(sid), ABANDONED)
+    ticks[0] = 11.0  # the next renewal finds the claim gone
+    delivery(builder.delta("late"))
+    stored = store.frames_after(sid, -1)
+    assert [f["type"] for f in stored] == ["start", "error"] and stored[-1] == ended
+    assert [f["type"] for f in sockets.posts["c1"]] == ["start"]
+    assert delivery.guard.dropped == 1
+
+
+def test_a_sender_still_blocked_at_the_deadline_ends_the_stream_after_what_is_stored(
+    settings, store, sockets
+):
+    """Posts so slow the frames cannot all go out before the Lambda ends: the record
+    must not claim frames the store never got, and its end is an error frame."""
+    import time as time_
+
+    slow_send = sockets.send
+
+    def send(connection_id: str, data: str) -> None:
+        time_.sleep(0.8)  # three posts take 2.4 s; 1.5 s are left
+        slow_send(connection_id, data)
+
+    sid = start_stream(store)
+    deps = ws_flow.GenerateDeps(
+        settings, store, send, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
+    )
+    payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
+    assert ws_flow.generate(payload, deps, worker_id="w1") == "error"
+    stored = store.frames_after(sid, -1)
+    assert [f["seq"] for f in stored] == list(range(len(stored)))
+    assert stored[-1]["type"] == "error" and stored[-1]["error"]["code"] == "INTERNAL"
+    record = store.get(sid)
+    assert (record.status, record.last_seq) == ("error", stored[-1]["seq"])
+    time_.sleep(1.0)  # the sender thread is stopped: nothing is stored after the end
+    assert store.frames_after(sid, -1) == stored
+    assert store.running_count("alice") == 0
