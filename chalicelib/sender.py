@@ -69,7 +69,60 @@ class Sender(Protocol):
     def last_seq(self) -> int: ...
 
 
-class OrderedSender:
+class _Delivering:
+    """What both senders share: delivering a frame, and recording (and reporting) a
+    delivery that raised instead of letting it stop the stream."""
+
+    def __init__(
+        self,
+        builder: FrameBuilder,
+        deliver: Deliver,
+        on_failure: Callable[[DeliveryFailure], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._builder = builder
+        self._deliver = deliver
+        self._on_failure = on_failure
+        self._clock = clock
+        self._failures: list[DeliveryFailure] = []
+        self._failures_lock = threading.Lock()
+        self._last_sent = clock()
+        self.frames_sent = 0
+        self.heartbeats_sent = 0
+
+    @property
+    def failure(self) -> DeliveryFailure | None:
+        """The first delivery failure, if any."""
+        with self._failures_lock:
+            return self._failures[0] if self._failures else None
+
+    @property
+    def failures(self) -> list[DeliveryFailure]:
+        with self._failures_lock:
+            return list(self._failures)
+
+    @property
+    def last_seq(self) -> int:
+        return self._builder.last_seq
+
+    def _emit(self, frame: Frame) -> None:
+        self._last_sent = self._clock()
+        try:
+            self._deliver(frame)
+            self.frames_sent += 1
+        except Exception as exc:  # reported to the producer, never stops the stream
+            self._record(DeliveryFailure(frame, exc))
+
+    def _record(self, failure: DeliveryFailure) -> None:
+        with self._failures_lock:
+            self._failures.append(failure)
+        if self._on_failure is not None:
+            # A broken callback must not stop delivery.
+            with contextlib.suppress(Exception):
+                self._on_failure(failure)
+
+
+class OrderedSender(_Delivering):
     def __init__(
         self,
         builder: FrameBuilder,
@@ -81,20 +134,12 @@ class OrderedSender:
         clock: Callable[[], float] = time.monotonic,
         name: str = "ordered-sender",
     ) -> None:
-        self._builder = builder
-        self._deliver = deliver
+        super().__init__(builder, deliver, on_failure, clock)
         self._policy = policy
         self._heartbeat_s = heartbeat_interval_s
-        self._on_failure = on_failure
-        self._clock = clock
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._failures: list[DeliveryFailure] = []
-        self._failures_lock = threading.Lock()
         self._closed = False
-        self._last_sent = clock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.frames_sent = 0
-        self.heartbeats_sent = 0
 
     # -- producer side ------------------------------------------------------------------
 
@@ -122,21 +167,6 @@ class OrderedSender:
             self._queue.put(_CLOSE)
         self._thread.join(timeout)
         return not self._thread.is_alive()
-
-    @property
-    def failure(self) -> DeliveryFailure | None:
-        """The first delivery failure, if any."""
-        with self._failures_lock:
-            return self._failures[0] if self._failures else None
-
-    @property
-    def failures(self) -> list[DeliveryFailure]:
-        with self._failures_lock:
-            return list(self._failures)
-
-    @property
-    def last_seq(self) -> int:
-        return self._builder.last_seq
 
     # -- the sending thread ------------------------------------------------------------
 
@@ -199,24 +229,8 @@ class OrderedSender:
         for chunk in chunks:
             self._emit(self._builder.delta(chunk))
 
-    def _emit(self, frame: Frame) -> None:
-        self._last_sent = self._clock()
-        try:
-            self._deliver(frame)
-            self.frames_sent += 1
-        except Exception as exc:  # reported to the producer, never kills the thread
-            self._record(DeliveryFailure(frame, exc))
 
-    def _record(self, failure: DeliveryFailure) -> None:
-        with self._failures_lock:
-            self._failures.append(failure)
-        if self._on_failure is not None:
-            # A broken callback must not stop delivery.
-            with contextlib.suppress(Exception):
-                self._on_failure(failure)
-
-
-class PerTokenSender:
+class PerTokenSender(_Delivering):
     """The per-token baseline (``SENDER_MODE=per_token``): one frame per model token.
 
     ``send_text`` turns the text into a delta frame (split only where it would not fit
@@ -241,22 +255,14 @@ class PerTokenSender:
         clock: Callable[[], float] = time.monotonic,
         name: str = "per-token-sender",
     ) -> None:
-        self._builder = builder
-        self._deliver = deliver
+        super().__init__(builder, deliver, on_failure, clock)
         # Interval 0: every text is due at once; max_chars only splits what would not fit.
         self._chunks = FlushPolicy(0, max_chars)
         self._heartbeat_s = heartbeat_interval_s
-        self._on_failure = on_failure
-        self._clock = clock
         self._lock = threading.Lock()  # one delivery at a time
         self._stop = threading.Event()
-        self._failures: list[DeliveryFailure] = []
-        self._failures_lock = threading.Lock()
         self._closed = False
-        self._last_sent = clock()
         self._thread = threading.Thread(target=self._heartbeats, name=name, daemon=True)
-        self.frames_sent = 0
-        self.heartbeats_sent = 0
 
     def start(self) -> PerTokenSender:
         self._thread.start()
@@ -293,38 +299,9 @@ class PerTokenSender:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def failure(self) -> DeliveryFailure | None:
-        with self._failures_lock:
-            return self._failures[0] if self._failures else None
-
-    @property
-    def failures(self) -> list[DeliveryFailure]:
-        with self._failures_lock:
-            return list(self._failures)
-
-    @property
-    def last_seq(self) -> int:
-        return self._builder.last_seq
-
     def _heartbeats(self) -> None:
         while not self._stop.wait(max(0.0, self._last_sent + self._heartbeat_s - self._clock())):
             with self._lock:
                 if not self._stop.is_set() and self._clock() - self._last_sent >= self._heartbeat_s:
                     self.heartbeats_sent += 1
                     self._emit(self._builder.heartbeat())
-
-    def _emit(self, frame: Frame) -> None:
-        self._last_sent = self._clock()
-        try:
-            self._deliver(frame)
-            self.frames_sent += 1
-        except Exception as exc:  # reported to the producer, as OrderedSender does
-            self._record(DeliveryFailure(frame, exc))
-
-    def _record(self, failure: DeliveryFailure) -> None:
-        with self._failures_lock:
-            self._failures.append(failure)
-        if self._on_failure is not None:
-            with contextlib.suppress(Exception):
-                self._on_failure(failure)

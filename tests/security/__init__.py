@@ -1,1 +1,1 @@
-"""The fault and security suite (issue #8): see conftest.py."""
+"""The fault and security suite: see conftest.py."""
