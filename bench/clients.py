@@ -14,30 +14,25 @@ AppSync publish, one SSE event each) and their payload bytes as received.
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import aiohttp
 from websockets.asyncio.client import connect
 
 from bench.metrics import TERMINAL, Received
+from tests.support.appsync import START, SUBSCRIBE, b64url
 
-START_MUTATION = (
-    "mutation Start($input: StartStreamInput!) "
-    "{ startStream(input: $input) { streamId status created } }"
-)
-SUBSCRIPTION = (
-    "subscription OnFrame($streamId: ID!) "
-    "{ onStreamFrame(streamId: $streamId) { streamId owner frames } }"
-)
 # Long enough for the per-token baseline at 100 concurrent streams; a stream that
 # takes longer is reported as failed, not waited on forever.
 STREAM_TIMEOUT_S = 300.0
 MAX_TOKENS = 4096
+Client = TypeVar("Client", bound=Callable[..., Awaitable[Received]])
 
 
 @dataclass
@@ -75,6 +70,23 @@ def _take(received: Received, frame: dict[str, Any], at: float) -> bool:
     return frame.get("type") in TERMINAL
 
 
+def _ends_gate(client: Client) -> Client:
+    """However ``client`` ends (terminal frame, refusal, error), its stream counts as
+    ended at the gate, so the level never waits for a client that gave up."""
+
+    @functools.wraps(client)
+    async def run(*args: Any) -> Received:
+        received: Received = args[-2]
+        gate: Gate = args[-1]
+        try:
+            return await client(*args)
+        finally:
+            gate.end(received.stream_id)
+
+    return run  # type: ignore[return-value]
+
+
+@_ends_gate
 async def function_url(
     session: aiohttp.ClientSession,
     ep: dict[str, Any],
@@ -83,19 +95,6 @@ async def function_url(
     gate: Gate,
 ) -> Received:
     """POST the start request to the Function URL and read the SSE response."""
-    try:
-        return await _function_url(session, ep, token, received, gate)
-    finally:
-        gate.end(received.stream_id)
-
-
-async def _function_url(
-    session: aiohttp.ClientSession,
-    ep: dict[str, Any],
-    token: str,
-    received: Received,
-    gate: Gate,
-) -> Received:
     await gate.start.wait()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     received.sent_at = time.time()
@@ -131,15 +130,9 @@ async def _function_url(
     return received
 
 
+@_ends_gate
 async def websocket(ep: dict[str, Any], token: str, received: Received, gate: Gate) -> Received:
     """Connect (token in the subprotocol list), send ``stream``, read frames."""
-    try:
-        return await _websocket(ep, token, received, gate)
-    finally:
-        gate.end(received.stream_id)
-
-
-async def _websocket(ep: dict[str, Any], token: str, received: Received, gate: Gate) -> Received:
     received.connect_started = time.time()
     async with connect(
         ep["websocket"],
@@ -172,10 +165,7 @@ async def _websocket(ep: dict[str, Any], token: str, received: Received, gate: G
     return received
 
 
-def _b64url(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-
+@_ends_gate
 async def appsync(
     session: aiohttp.ClientSession,
     ep: dict[str, Any],
@@ -185,25 +175,12 @@ async def appsync(
 ) -> Received:
     """Subscribe to ``onStreamFrame(streamId)`` on the real-time endpoint, then call
     ``startStream`` and read the published frames."""
-    try:
-        return await _appsync(session, ep, token, received, gate)
-    finally:
-        gate.end(received.stream_id)
-
-
-async def _appsync(
-    session: aiohttp.ClientSession,
-    ep: dict[str, Any],
-    token: str,
-    received: Received,
-    gate: Gate,
-) -> Received:
     graphql_url = ep["appsync"]["graphql"]
     auth = {"Authorization": token, "host": urlparse(graphql_url).netloc}
     received.connect_started = time.time()
     async with connect(
         ep["appsync"]["realtime"],
-        subprotocols=["graphql-ws", f"header-{_b64url(auth)}"],  # type: ignore[list-item]
+        subprotocols=["graphql-ws", f"header-{b64url(auth)}"],  # type: ignore[list-item]
         compression=None,
         proxy=None,
         open_timeout=60,
@@ -211,14 +188,14 @@ async def _appsync(
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         await _expect(ws, "connection_ack")
-        data = json.dumps({"query": SUBSCRIPTION, "variables": {"streamId": received.stream_id}})
+        data = json.dumps({"query": SUBSCRIBE, "variables": {"streamId": received.stream_id}})
         start = {"data": data, "extensions": {"authorization": auth}}
         await ws.send(json.dumps({"id": "1", "type": "start", "payload": start}))
         await _expect(ws, "start_ack")
         received.connected_at = time.time()
         await gate.start.wait()
         body = {
-            "query": START_MUTATION,
+            "query": START,
             "variables": {"input": start_request(received.stream_id, received.prompt)},
         }
         received.sent_at = time.time()

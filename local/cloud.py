@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -37,6 +36,7 @@ from typing import Any
 
 import boto3
 
+from local.environ import EnvironPatch
 from local.loop import LoopThread
 from local.ws_gateway import GatewayLimits
 
@@ -135,7 +135,7 @@ class LocalCloud:
         self._queues: Any = None
         self._sqs_source: Any = None
         self._client_host: Any = None
-        self._saved_env: dict[str, str | None] = {}
+        self._env = EnvironPatch()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class LocalCloud:
             # Before the app is imported: GET /config publishes this URL.
             function_url = self._start_function_url(app_env)
             if function_url is not None:
-                self._export_env({"PUBLIC_FUNCTION_URL": function_url})
+                self._env.set({"PUBLIC_FUNCTION_URL": function_url})
             rest_url = self._start_rest()
             self._start_sqs_source(aws_url)
             client_url = self._start_client_host(rest_url)
@@ -233,12 +233,7 @@ class LocalCloud:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env = {}
+        self._env.restore()
 
     def __enter__(self) -> LocalCloud:
         self.start()
@@ -381,14 +376,8 @@ class LocalCloud:
             "POWERTOOLS_SERVICE_NAME": "llm-stream",
             **self.options.app_env,
         }
-        self._export_env(env)
+        self._env.set(env)
         return env
-
-    def _export_env(self, env: Mapping[str, str]) -> None:
-        """Set ``env`` in this process (the app reads it); ``stop`` restores the old values."""
-        for key, value in env.items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
 
     def _provision(self, aws_url: str) -> Any:
         """The tables and the work queue with its DLQ; returns the queues."""
@@ -453,8 +442,7 @@ class LocalCloud:
         self._lambdas.attach(app)
         self._rest = RestServer(app, config, self.options.host, _port(self.options, "rest"))
         url = self._url(self._rest.port)
-        os.environ["PUBLIC_REST_URL"] = url
-        self._saved_env.setdefault("PUBLIC_REST_URL", None)
+        self._env.set({"PUBLIC_REST_URL": url})
         services.reset()
         self._rest.start()
         return url

@@ -607,24 +607,22 @@ class CognitoEmulator:
             headers={"x-amzn-ErrorType": err.code, "x-amzn-RequestId": request_id},
         )
 
-    async def _handle_jwks(self, request: web.Request) -> web.Response:
-        pool_id = request.match_info["pool_id"]
+    def _unknown_pool(self, pool_id: str) -> web.Response | None:
+        """404 for a pool this emulator does not have; None when it has it."""
         with self._lock:
             known = pool_id in self._pools
-        if not known:
-            return web.json_response(
-                {"message": f"User pool {pool_id} does not exist."}, status=404
-            )
-        return web.json_response(self.jwks())
+        if known:
+            return None
+        return web.json_response({"message": f"User pool {pool_id} does not exist."}, status=404)
+
+    async def _handle_jwks(self, request: web.Request) -> web.Response:
+        pool_id = request.match_info["pool_id"]
+        return self._unknown_pool(pool_id) or web.json_response(self.jwks())
 
     async def _handle_openid_configuration(self, request: web.Request) -> web.Response:
         pool_id = request.match_info["pool_id"]
-        with self._lock:
-            known = pool_id in self._pools
-        if not known:
-            return web.json_response(
-                {"message": f"User pool {pool_id} does not exist."}, status=404
-            )
+        if (missing := self._unknown_pool(pool_id)) is not None:
+            return missing
         return web.json_response(
             {
                 "issuer": self.issuer(pool_id),

@@ -50,6 +50,7 @@ from aiohttp import web
 from chalice.app import Chalice
 from chalice.local import LambdaContext
 
+from local.environ import EnvironPatch
 from local.http_service import Served
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,8 @@ class LocalLambdas:
         self._running: dict[str, set[_Running]] = {}
         self._doomed: set[int] = set()
         self._closed = False
-        self._saved_env: dict[str, str | None] = {}
-        for key, value in (env or {}).items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
+        self._env = EnvironPatch()
+        self._env.set(env or {})
 
     # -- functions -------------------------------------------------------------------
 
@@ -342,12 +341,7 @@ class LocalLambdas:
             pending = set(self._pending)
         _, not_done = concurrent.futures.wait(pending, timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env = {}
+        self._env.restore()
         return not not_done
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
