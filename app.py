@@ -1,5 +1,5 @@
 """Every Python Lambda entry point, as Chalice decorators. Thin: parse, call
-chalicelib, return. See DESIGN.md §2."""
+chalicelib, return. See docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The AppSync + SQS architecture (DESIGN §1, #3): AppSync → resolver → SQS → worker →
+"""The AppSync + SQS architecture (docs/architecture.md): AppSync → resolver → SQS → worker
+→
 AppSync publish → subscription.
 
 * ``resolve``: the Lambda behind ``startStream``, ``cancelStream`` and ``streamFrames``
@@ -82,7 +83,7 @@ def _bad(message: str) -> StreamError:
 
 
 def _caller(identity: Any) -> str:
-    """The caller's ``sub``. ID tokens only, as on every entry point (DESIGN §3):
+    """The caller's ``sub``. ID tokens only, as on every entry point (docs/security.md):
     AppSync itself would also let a Cognito access token through."""
     if not isinstance(identity, Mapping) or not identity.get("sub"):
         raise StreamError(ErrorCode.UNAUTHORIZED, "Sign in to use this API.")

@@ -95,7 +95,7 @@ _KEPT_STOP_REASONS = frozenset(
 
 
 def map_stop_reason(raw: str | None) -> str:
-    """Bedrock's stopReason as one of the frame protocol's values (DESIGN §4)."""
+    """Bedrock's stopReason as one of the frame protocol's values (docs/protocol.md)."""
     if raw in _KEPT_STOP_REASONS:
         return raw
     if raw == "model_context_window_exceeded":

@@ -1,4 +1,5 @@
-"""Draining a producer's sender before its Lambda ends (DESIGN §5: every stream ends with
+"""Draining a producer's sender before its Lambda ends (docs/architecture.md, stream
+store: every stream ends with
 one terminal frame and the store stays consistent).
 
 A slow or throttled transport (``@connections`` backing off, AppSync answering slowly)

@@ -1,4 +1,4 @@
-"""The error codes of DESIGN §4 and the one exception type that carries them.
+"""The error codes of docs/protocol.md and the one exception type that carries them.
 
 Every layer raises ``StreamError`` with a code from ``ErrorCode``; transports
 turn it into an ``error`` frame or an HTTP status. Messages are written for
@@ -39,7 +39,7 @@ RETRYABLE = frozenset({ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCod
 
 
 class StreamError(Exception):
-    """A failure with a code from DESIGN §4 and a message safe to show a user."""
+    """A failure with a code from docs/protocol.md and a message safe to show a user."""
 
     def __init__(self, code: ErrorCode, message: str, *, retryable: bool | None = None) -> None:
         super().__init__(message)

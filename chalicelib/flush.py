@@ -1,4 +1,4 @@
-"""The coalescing policy of DESIGN §4 as a pure object.
+"""The coalescing policy of docs/protocol.md as a pure object.
 
 Input: text events with timestamps. Output: the texts to send now. The first
 text goes out at once; after that text is held until ``interval_ms`` has passed

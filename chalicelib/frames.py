@@ -1,4 +1,4 @@
-"""The frame protocol of DESIGN §4: builders, validation, encoding, size caps,
+"""The frame protocol of docs/protocol.md: builders, validation, encoding, size caps,
 and validation of the start request every transport accepts.
 
 Pure functions and a small sequencer: no I/O, so the Node implementation can be
@@ -151,7 +151,7 @@ def _check_counts(frame: Mapping[str, Any], name: str) -> None:
 
 
 def validate_frame(frame: Any) -> dict[str, Any]:
-    """Return the frame if it follows DESIGN §4; raise FrameError naming the rule broken."""
+    """Return the frame if it follows docs/protocol.md; raise FrameError naming the rule broken."""
     if not isinstance(frame, Mapping):
         raise FrameError("frame must be a JSON object")
     if frame.get("v") != VERSION or isinstance(frame.get("v"), bool):
@@ -195,7 +195,7 @@ def validate_frame(frame: Any) -> dict[str, Any]:
         if not isinstance(err, Mapping):
             raise FrameError("error must be an object")
         if err.get("code") not in {c.value for c in ErrorCode}:
-            raise FrameError("error.code must be one of the DESIGN §4 codes")
+            raise FrameError("error.code must be one of the protocol's codes (docs/protocol.md)")
         if not isinstance(err.get("message"), str) or not err["message"]:
             raise FrameError("error.message must be a non-empty string")
         if not isinstance(err.get("retryable"), bool):
@@ -305,7 +305,7 @@ def _parse_messages(raw: Any, limits: Limits) -> tuple[Message, ...]:
 
 
 def parse_start_request(body: Any, limits: Limits) -> StartRequest:
-    """Validate a start request (DESIGN §4); BAD_REQUEST names the problem and the limit."""
+    """Validate a start request (docs/protocol.md); BAD_REQUEST names the problem and the limit."""
     if not isinstance(body, Mapping):
         raise _bad("the request must be a JSON object")
     unknown = set(body) - START_FIELDS

@@ -1,4 +1,4 @@
-"""Cognito ID-token verification (DESIGN §3), shared by every Python entry point.
+"""Cognito ID-token verification (docs/security.md), shared by every Python entry point.
 
 RS256 only, against the user pool's JWKS (cached; refetched on an unknown
 ``kid`` at most once per interval so forged ``kid`` values cannot make us hammer

@@ -1,4 +1,4 @@
-"""The REST API's logic (DESIGN §4): what each route answers, without Chalice.
+"""The REST API's logic (docs/protocol.md): what each route answers, without Chalice.
 
 ``app.py`` parses the request and calls these; errors are ``StreamError``s that
 the HTTP middleware turns into ``{"error": {...}}`` with the matching status.

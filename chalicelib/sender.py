@@ -5,7 +5,8 @@ never waits on the network: everything goes through an unbounded queue to one
 thread, which assigns seq numbers, applies the ``FlushPolicy`` and calls
 ``deliver`` one frame at a time, in order. While a delivery is slow, text piles
 up in the queue and leaves as one frame afterwards, so the delay stays bounded
-by one flush interval plus one call (DESIGN §7) instead of growing per token.
+by one flush interval plus one call (docs/architecture.md, performance model) instead
+of growing per token.
 
 A delivery that raises is recorded and reported back (``failure``,
 ``on_failure``); the sender goes on with the next frames, so a ``deliver``

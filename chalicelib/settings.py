@@ -56,14 +56,14 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 
 
 # How frames leave a producer. "coalesce" (the default) is the ordered background sender
-# of DESIGN §4; "per_token" is the baseline that bench/ measures it against: one delta
+# of docs/protocol.md; "per_token" is the baseline that bench/ measures it against: one delta
 # frame per model token, delivered synchronously from the loop reading the model.
 SENDER_MODES = ("coalesce", "per_token")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits of DESIGN §4, enforced on every transport."""
+    """Request limits of docs/protocol.md, enforced on every transport."""
 
     max_input_chars: int = 32_000
     max_tokens_limit: int = 4096

@@ -1,4 +1,4 @@
-"""The stream store of DESIGN §5, on DynamoDB.
+"""The stream store of docs/architecture.md, stream store, on DynamoDB.
 
 Two tables:
 
@@ -640,7 +640,7 @@ class CancelWatch:
 
     Producers ask between every model event; reading DynamoDB per token would
     cost a read per token, so the answer is cached for one flush interval, which
-    is exactly the latency DESIGN §5 allows for a cancel to take effect.
+    is exactly the latency docs/architecture.md, stream store allows for a cancel to take effect.
     """
 
     def __init__(

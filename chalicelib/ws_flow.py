@@ -1,4 +1,4 @@
-"""The WebSocket architecture (DESIGN §1, #2): API Gateway WebSocket → Chalice.
+"""The WebSocket architecture (docs/architecture.md): API Gateway WebSocket → Chalice.
 
 * ``authorize``: the ``$connect`` REQUEST authorizer. The client offers the
   subprotocols ``["llm-stream.v1", "auth.<idToken>"]``, so the token never

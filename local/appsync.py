@@ -1,5 +1,6 @@
 """A local AWS AppSync GraphQL API: the schema in ``cdk/appsync``, its resolvers, and both
-of AppSync's endpoints, faithful to what the app and its clients depend on (DESIGN §3, §4, §6).
+of AppSync's endpoints, faithful to what the app and its clients depend on
+(docs/security.md, docs/protocol.md, docs/local-cloud.md).
 
 **GraphQL over HTTP** (``POST /graphql``; queries and mutations only)
 

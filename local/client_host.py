@@ -1,4 +1,4 @@
-"""The comparison client's host (DESIGN §6): ``client/dist`` as static files on its own
+"""The comparison client's host (docs/local-cloud.md): ``client/dist`` as static files on its own
 port, plus ``GET /config`` proxied to the REST API's ``/config``.
 
 The client fetches ``./config`` from its own origin, so one build works anywhere: here

@@ -1,4 +1,4 @@
-"""The local cloud (DESIGN §6): every service the app needs, on loopback.
+"""The local cloud (docs/local-cloud.md): every service the app needs, on loopback.
 
 One process, one object. ``LocalCloud.start`` brings up, in order:
 

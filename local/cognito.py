@@ -1,4 +1,5 @@
-"""Local Cognito user-pool emulator (DESIGN §3, §6): the slice of Cognito this project uses.
+"""Local Cognito user-pool emulator (docs/security.md, docs/local-cloud.md):
+the slice of Cognito this project uses.
 
 Served over the AWS JSON 1.1 protocol exactly as boto3 and Amplify send it (``POST /`` with
 ``X-Amz-Target: AWSCognitoIdentityProviderService.<Operation>``), so SDK calls stay the real

@@ -9,7 +9,7 @@
 // Prints one line {"listening": "http://HOST:PORT/"} on stdout when ready; logs JSON lines
 // ({"time","level","event",...}) on stderr; stops on SIGTERM/SIGINT. Only Node's stdlib.
 //
-// What it reproduces, because the application depends on it (DESIGN §6, research §0.1):
+// What it reproduces, because the application depends on it (docs/local-cloud.md; Lambda never tells a streaming function that its client left):
 // - `awslambda.streamifyResponse` / `awslambda.HttpResponseStream.from` as the Node runtime
 //   defines them, installed before the handler module is imported;
 // - every chunk the handler writes is written to the HTTP response at once (chunked);
@@ -287,7 +287,7 @@ class Invocation {
       }
       if (dropped.length) {
         // A Function URL with CORS config plus handler CORS headers sends them twice
-        // (research C6); keep only the URL's.
+        // (browsers refuse duplicated CORS headers); keep only the URL's.
         log("warn", "cors_header_dropped", {
           requestId: this.requestId,
           headers: dropped,

@@ -1,6 +1,6 @@
 """A local API Gateway WebSocket API: real sockets in, API Gateway events out.
 
-Faithful to what the app depends on (DESIGN §3, §4, §6):
+Faithful to what the app depends on (docs/security.md, docs/protocol.md, docs/local-cloud.md):
 
 - **Handshake.** A Lambda REQUEST authorizer (``authorizer``) runs first, with
   API Gateway's event. ``raise Exception("Unauthorized")`` refuses the upgrade

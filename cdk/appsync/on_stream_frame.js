@@ -1,7 +1,7 @@
 // onStreamFrame (NONE data source): deliver a stream's frames only to its owner. The
 // stream may not exist yet when the client subscribes (it subscribes first), so the
 // owner cannot be checked here; the enhanced filter compares it on every publish.
-// Only ID tokens are accepted, as on every other entry point (DESIGN §3).
+// Only ID tokens are accepted, as on every other entry point (docs/security.md).
 import { util, extensions } from '@aws-appsync/utils';
 
 export function request(ctx) {

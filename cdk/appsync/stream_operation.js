@@ -1,7 +1,7 @@
 // startStream, cancelStream and streamFrames: one Lambda data source (the Chalice
 // function `appsync_resolver`). The function answers {"data": ...} or
 // {"error": {"code", "message", "retryable"}}; an error becomes a GraphQL error whose
-// errorType is the frame protocol's error code (DESIGN §4).
+// errorType is the frame protocol's error code (docs/protocol.md).
 import { util } from '@aws-appsync/utils';
 
 export function request(ctx) {

@@ -1,4 +1,4 @@
-"""CDK stacks of the llm-stream project (DESIGN.md §2)."""
+"""CDK stacks of the llm-stream project (docs/architecture.md)."""
 
 from stacks.llm_stream_stack import LlmStreamStack
 

@@ -1,4 +1,4 @@
-"""The deployable stack (DESIGN.md §2-§5): the Chalice app (REST API, WebSocket API and their
+"""The deployable stack (docs/architecture.md): the Chalice app (REST API, WebSocket API and their
 Python Lambdas), the Node.js streaming Lambda behind a Function URL (architecture 1), the
 AppSync GraphQL API with its SQS work queue and DLQ (architecture 3), the Cognito user pool and
 app client, and the two stream-store tables.
@@ -140,7 +140,7 @@ WORKER_BATCH_SIZE = 1
 # batch retried after throttling is not redelivered while still being processed.
 WORK_QUEUE_VISIBILITY_TIMEOUT_S = 6 * WORKER_TIMEOUT_S
 # Receives before a message moves to the DLQ; the worker ends the stream with an error frame
-# on the last one, so no client waits forever (DESIGN §5).
+# on the last one, so no client waits forever (docs/architecture.md, stream store).
 WORKER_MAX_RECEIVE_COUNT = 3
 # Caps concurrent worker invocations, i.e. concurrent AppSync streams (Bedrock cost and
 # quota). Unlike reserved concurrency, the event source then polls less instead of being
@@ -702,15 +702,16 @@ class LlmStreamStack(cdk.Stack):
         )
         # Auth NONE is deliberate: a Function URL offers only AWS_IAM (SigV4, which a browser
         # with a Cognito ID token cannot sign) or NONE, so the handler verifies the Cognito ID
-        # token itself (DESIGN §3) before it streams anything. CDK adds the two resource-policy
-        # statements a new NONE-auth URL needs (since October 2025): lambda:InvokeFunctionUrl
-        # with FunctionUrlAuthType NONE, and lambda:InvokeFunction with InvokedViaFunctionUrl,
+        # token itself (docs/security.md) before it streams anything. CDK adds the two
+        # resource-policy statements a new NONE-auth URL needs (since October 2025):
+        # lambda:InvokeFunctionUrl with FunctionUrlAuthType NONE, and lambda:InvokeFunction
+        # with InvokedViaFunctionUrl,
         # so principal "*" can invoke through the URL only, never through the Invoke API.
         url = function.add_function_url(
             auth_type=lambda_.FunctionUrlAuthType.NONE,
             invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
             # Lambda answers preflight and adds the CORS headers itself; the handler must not
-            # add its own (duplicate Access-Control-Allow-Origin, research C6).
+            # add its own: browsers refuse a response with a duplicated Access-Control-Allow-Origin.
             cors=lambda_.FunctionUrlCorsOptions(
                 allowed_origins=[self.props.allowed_origin],  # one origin, never "*"
                 allowed_methods=[lambda_.HttpMethod.GET, lambda_.HttpMethod.POST],
@@ -870,7 +871,8 @@ class LlmStreamStack(cdk.Stack):
         )
 
     def _websocket_authorizer(self, function: cdk.CfnResource) -> apigwv2.CfnAuthorizer:
-        """The ``$connect`` Lambda REQUEST authorizer, which Chalice cannot declare (DESIGN §3).
+        """The ``$connect`` Lambda REQUEST authorizer, which Chalice cannot declare
+        (docs/security.md).
 
         The identity source is required to be present: a handshake without the header gets 401
         from API Gateway without invoking the function. WebSocket authorizers have no result
@@ -1290,7 +1292,7 @@ class LlmStreamStack(cdk.Stack):
                     "group with one-month retention); what cdk-nag asks for beyond that is "
                     "verbose content, which logs request headers (the caller's ID token) and "
                     "each resolver's arguments and results: prompts and generated text. Those "
-                    "must never reach the logs (DESIGN: no tokens or prompts in logs), so "
+                    "must never reach the logs (docs/security.md: no tokens or prompts), so "
                     "excludeVerboseContent stays true."
                 ),
             )

@@ -1,5 +1,5 @@
 /**
- * The client's settings, all from `GET ./config` (DESIGN §4): the REST API publishes
+ * The client's settings, all from `GET ./config` (docs/protocol.md): the REST API publishes
  * them, and the page's own origin routes `/config` to it (the local cloud's client host
  * proxies it; on AWS a CloudFront behaviour does). Nothing is baked into the bundle.
  */

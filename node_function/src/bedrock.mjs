@@ -43,7 +43,7 @@ export const END = Symbol('end');
 
 const KEPT_STOP_REASONS = new Set(['end_turn', 'max_tokens', 'stop_sequence', 'content_filtered', 'guardrail_intervened']);
 
-/** Bedrock's stopReason as one of the frame protocol's values (DESIGN §4). */
+/** Bedrock's stopReason as one of the frame protocol's values (docs/protocol.md). */
 export function mapStopReason(/** @type {string|undefined} */ raw) {
   if (raw && KEPT_STOP_REASONS.has(raw)) return raw;
   if (raw === 'model_context_window_exceeded') return 'max_tokens'; // cut for length

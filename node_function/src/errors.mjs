@@ -1,5 +1,5 @@
 /**
- * The error codes of DESIGN §4 and the one error type that carries them
+ * The error codes of docs/protocol.md and the one error type that carries them
  * (mirrors chalicelib/errors.py). Messages are written for users: no stack
  * traces, ARNs, SDK exception text or prompt text.
  */
@@ -32,7 +32,7 @@ export const HTTP_STATUS = Object.freeze({
 /** Worth retrying the same request later, unchanged. */
 export const RETRYABLE = new Set([ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT]);
 
-/** A failure with a code from DESIGN §4 and a message safe to show a user. */
+/** A failure with a code from docs/protocol.md and a message safe to show a user. */
 export class StreamError extends Error {
   /**
    * @param {string} code one of ErrorCode

@@ -1,5 +1,5 @@
 /**
- * The coalescing policy of DESIGN §4 as a pure object (mirrors chalicelib/flush.py).
+ * The coalescing policy of docs/protocol.md as a pure object (mirrors chalicelib/flush.py).
  *
  * The first text goes out at once; after that text is held until ``intervalMs``
  * has passed since the last flush or ``maxChars`` are pending. No chunk is ever

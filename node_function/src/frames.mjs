@@ -1,5 +1,5 @@
 /**
- * The frame protocol of DESIGN §4 (mirrors chalicelib/frames.py): builders,
+ * The frame protocol of docs/protocol.md (mirrors chalicelib/frames.py): builders,
  * validation, encoding, size caps, and validation of the start request.
  * Pure functions and a small sequencer, held to the shared vectors in tests/vectors/.
  */
@@ -151,7 +151,7 @@ function checkCounts(frame, name) {
 }
 
 /**
- * The frame if it follows DESIGN §4; FrameError naming the rule broken.
+ * The frame if it follows docs/protocol.md; FrameError naming the rule broken.
  * @param {unknown} frame
  * @returns {Frame}
  */
@@ -190,7 +190,7 @@ export function validateFrame(frame) {
   if (type === 'error') {
     const err = f.error;
     if (!isPlainObject(err)) throw new FrameError('error must be an object');
-    if (!ERROR_CODES.has(err.code)) throw new FrameError('error.code must be one of the DESIGN §4 codes');
+    if (!ERROR_CODES.has(err.code)) throw new FrameError('error.code must be one of the protocol error codes (docs/protocol.md)');
     if (typeof err.message !== 'string' || !err.message) throw new FrameError('error.message must be a non-empty string');
     if (typeof err.retryable !== 'boolean') throw new FrameError('error.retryable must be a boolean');
     if (Object.keys(err).some((k) => !['code', 'message', 'retryable'].includes(k))) {
@@ -264,7 +264,7 @@ export function inputChars(/** @type {StartRequest} */ req) {
 }
 
 /**
- * Validate a start request (DESIGN §4); BAD_REQUEST names the problem and the limit.
+ * Validate a start request (docs/protocol.md); BAD_REQUEST names the problem and the limit.
  * Returns the normalized request (the shape the vectors' ``normalized`` has).
  * @param {unknown} body
  * @param {import('./settings.mjs').Limits} limits

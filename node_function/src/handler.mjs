@@ -2,7 +2,7 @@
  * The Function URL handler (architecture 1): Lambda response streaming, payload
  * format 2.0, SSE out.
  *
- *   POST /  Authorization: Bearer <idToken>, body = start request (DESIGN §4)
+ *   POST /  Authorization: Bearer <idToken>, body = start request (docs/protocol.md)
  *           → 200 text/event-stream with the stream's frames, or an error status.
  *   GET  /?streamId=<uuid>  with Last-Event-ID: <seq> (or ?lastEventId=<seq>)
  *           → 200 text/event-stream replaying stored frames after that seq, then
@@ -190,7 +190,7 @@ export function createStreamHandler(deps) {
       if (path !== '/' && path !== '') throw new StreamError(ErrorCode.NOT_FOUND, 'Not found.');
       if (method === 'POST') await start(event, owner, res, rlog, remainingMs);
       else if (method === 'GET') await resume(event, owner, res, rlog, remainingMs);
-      // 405 would be the exact status; BAD_REQUEST keeps to DESIGN §4's codes.
+      // 405 would be the exact status; BAD_REQUEST keeps to the protocol's error codes.
       else res.sendError(bad('Use POST to start a stream or GET to resume one.'), { Allow: 'GET, POST' });
     } catch (err) {
       if (res.committed) {

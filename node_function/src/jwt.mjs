@@ -1,5 +1,5 @@
 /**
- * Cognito ID-token verification (DESIGN §3), the Node twin of chalicelib/jwt_verify.py,
+ * Cognito ID-token verification (docs/security.md), the Node twin of chalicelib/jwt_verify.py,
  * built on aws-jwt-verify.
  *
  * Checks, in the same order as the Python side: RS256 only (so "none" and HS256

@@ -7,7 +7,7 @@
  * numbers, applies the FlushPolicy and awaits ``deliver`` one frame at a time, in
  * order. While a delivery is slow, text piles up in the queue and leaves as one
  * frame afterwards, so the delay stays bounded by one flush interval plus one call
- * (DESIGN §7) instead of growing per token.
+ * (docs/architecture.md, performance model) instead of growing per token.
  *
  * A delivery that throws is recorded (``failures``, ``onFailure``) and the loop
  * goes on with the next frames, so a ``deliver`` that writes to the response and

@@ -8,7 +8,7 @@ export class SettingsError extends Error {}
 
 /**
  * How frames leave the producer: "coalesce" (the default) is the ordered background
- * sender of DESIGN §4; "per_token" is the baseline bench/ measures it against (one
+ * sender of docs/protocol.md; "per_token" is the baseline bench/ measures it against (one
  * delta frame per model token, delivered before the model is read on).
  */
 export const SENDER_MODES = Object.freeze(['coalesce', 'per_token']);

@@ -1,5 +1,5 @@
 /**
- * Server-sent events encoding of frames (DESIGN §4, Function URL transport).
+ * Server-sent events encoding of frames (docs/protocol.md, Function URL transport).
  *
  * Each frame is one event: ``id: <seq>`` (so a reconnecting EventSource sends
  * ``Last-Event-ID``), ``event: <type>`` and ``data: <compact JSON>``. Compact JSON

@@ -1,5 +1,5 @@
 /**
- * The stream store of DESIGN §5 on DynamoDB: the same tables, keys, item shapes
+ * The stream store of docs/architecture.md, stream store on DynamoDB: the same tables, keys, item shapes
  * and conditions as chalicelib/stream_store.py, so the REST API (Python) can
  * read, cancel and resume streams this function produces.
  *

@@ -1,4 +1,4 @@
-"""Offline synth assertions for the CDK stack (DESIGN.md §2-§5), the WebSocket transport's
+"""Offline synth assertions for the CDK stack (docs/architecture.md), the WebSocket transport's
 wiring included (authorizer, stage, @connections and generator permissions), the Node.js
 Function URL (architecture 1: runtime, streaming URL, CORS, public-invoke permissions, role),
 and AppSync + SQS (architecture 3: auth modes, schema, resolvers, queues, event source, IAM).
@@ -431,7 +431,7 @@ def test_connect_authorizer_is_a_lambda_request_authorizer_on_the_protocol_heade
     props = authorizer["Properties"]
     assert props["ApiId"] == _ref("WebsocketAPI")
     assert props["AuthorizerType"] == "REQUEST"
-    # The token travels as the "auth.<token>" subprotocol, never in the URL (DESIGN §3).
+    # The token travels as the "auth.<token>" subprotocol, never in the URL (docs/security.md).
     assert props["IdentitySource"] == ["route.request.header.Sec-WebSocket-Protocol"]
     assert _flat(props["AuthorizerUri"]) == (
         "arn:<AWS::Partition>:apigateway:<AWS::Region>:lambda:path/2015-03-31/functions/"

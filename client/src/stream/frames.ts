@@ -1,5 +1,5 @@
 /**
- * The frame protocol shared by all three transports (DESIGN §4): one JSON object per
+ * The frame protocol shared by all three transports (docs/protocol.md): one JSON object per
  * message about a stream. Transcript frames carry a `seq` (0 = start, +1 each, one
  * terminal `done` or `error`); heartbeats and request rejections carry none.
  */

@@ -1,5 +1,5 @@
 /**
- * Frame reassembly, the same for every transport (DESIGN §4): frames are released in
+ * Frame reassembly, the same for every transport (docs/protocol.md): frames are released in
  * seq order, duplicates are dropped, a hole in the sequence is reported as a gap (the
  * caller repairs it from the stream store), and exactly one terminal frame is released.
  *

@@ -1,4 +1,4 @@
-/** The REST API's stream routes (DESIGN §4/§5): the store, for every transport. */
+/** The REST API's stream routes (docs/protocol.md, docs/architecture.md): the store, for every transport. */
 
 import { joinUrl } from '../config';
 import { parseFrame, type Frame } from '../stream/frames';

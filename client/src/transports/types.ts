@@ -9,7 +9,7 @@ export interface ChatMessage {
   content: string;
 }
 
-/** The start request of DESIGN §4 (`streamId` is always chosen by the client here). */
+/** The start request of docs/protocol.md (`streamId` is always chosen by the client here). */
 export interface StartRequest {
   streamId: string;
   prompt?: string;
