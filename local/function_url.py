@@ -58,7 +58,7 @@ class FunctionUrlHost:
         export: str = "handler",
         function_name: str = "function-url-local",
         timeout_s: float = 900.0,
-        node: str = "node",
+        node: str | None = None,
         start_timeout_s: float = 30.0,
     ) -> None:
         self.handler_path = Path(handler_path).resolve()
@@ -69,7 +69,8 @@ class FunctionUrlHost:
         self.export = export
         self.function_name = function_name
         self.timeout_s = timeout_s
-        self.node = node
+        # The Makefile points LOCAL_NODE_BINARY at Node of the Lambda runtime's major (24).
+        self.node = node or os.environ.get("LOCAL_NODE_BINARY") or "node"
         self.start_timeout_s = start_timeout_s
         self.url: str | None = None
         self.returncode: int | None = None
@@ -90,7 +91,8 @@ class FunctionUrlHost:
         if node is None:
             raise FunctionUrlHostError(
                 f"Node.js ({self.node!r}) is not installed or not on PATH; the local Function "
-                "URL needs Node.js 20+."
+                "URL needs Node.js 24 (the Lambda runtime's), which make run and make test "
+                "install when missing, or set LOCAL_NODE_BINARY."
             )
         if not self.handler_path.is_file():
             raise FunctionUrlHostError(f"the handler module {self.handler_path} does not exist")
