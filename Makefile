@@ -147,11 +147,14 @@ bench: $(PY_STAMP) $(NODE_FN_STAMP) node-runtime ## benchmark every architecture
 synth: install ## synthesize the CDK stack offline (cdk/cdk.out) with cdk-nag
 	cd cdk && npx cdk synth --quiet
 
-# The AWS targets. CDK_ARGS goes to the CDK CLI, e.g. CDK_ARGS='-c modelId=...'.
+# The AWS targets. CDK_ARGS goes to the CDK CLI, e.g. CDK_ARGS='-c modelId=...';
+# APPROVAL=never deploys without asking (no terminal, e.g. CI).
+APPROVAL ?= broadening
 deploy: install client ## check credentials and bootstrap, deploy to AWS, print the outputs (ClientUrl last)
-	$(AWS_CALLER) $(BIN)/python -m deploy deploy -- $(CDK_ARGS)
+	$(AWS_CALLER) $(BIN)/python -m deploy deploy --require-approval $(APPROVAL) -- $(CDK_ARGS)
 
-destroy: $(PY_STAMP) $(CDK_STAMP) ## delete the deployed stack (FORCE=1: without asking)
+# cdk destroy synthesizes the app too, so it needs what a deploy needs.
+destroy: install client ## delete the deployed stack (FORCE=1: without asking)
 	$(AWS_CALLER) $(BIN)/python -m deploy destroy $(if $(FORCE),--force) -- $(CDK_ARGS)
 
 user: $(PY_STAMP) ## create a confirmed user, print its password once (USERNAME=, EMAIL=, LOCAL=1)

@@ -81,7 +81,7 @@ class Deployer:
         env = {**self.environ, "AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
         return self.run(["npx", "cdk", *args], CDK_DIR, env)
 
-    def deploy(self, cdk_args: Sequence[str] = ()) -> int:
+    def deploy(self, cdk_args: Sequence[str] = (), approval: str = "broadening") -> int:
         target = self.preflight()
         self.outputs_file.parent.mkdir(parents=True, exist_ok=True)
         code = self.cdk(
@@ -89,7 +89,7 @@ class Deployer:
             "deploy",
             "--all",
             "--require-approval",
-            "broadening",
+            approval,
             "--outputs-file",
             str(self.outputs_file),
             *cdk_args,
@@ -149,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("preflight", help="check credentials, Region and CDK bootstrap")
     d = sub.add_parser("deploy", help="preflight, cdk deploy, print the outputs (ClientUrl last)")
+    d.add_argument(
+        "--require-approval",
+        choices=("broadening", "any-change", "never"),
+        default="broadening",
+        help="when cdk deploy asks first (never: no terminal, e.g. CI)",
+    )
     d.add_argument("cdk_args", nargs=argparse.REMAINDER, help="passed to cdk deploy, e.g. -c ...")
     x = sub.add_parser("destroy", help="cdk destroy the stack, remove the outputs file")
     x.add_argument("--force", action="store_true", help="do not ask for confirmation")
@@ -172,7 +178,7 @@ def main(argv: Sequence[str] | None = None, deployer: Deployer | None = None) ->
             deployer.preflight()
             return 0
         if args.command == "deploy":
-            return deployer.deploy(_without_separator(args.cdk_args))
+            return deployer.deploy(_without_separator(args.cdk_args), args.require_approval)
         if args.command == "destroy":
             return deployer.destroy(args.force, _without_separator(args.cdk_args))
         if args.command == "outputs":

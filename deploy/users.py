@@ -16,9 +16,18 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
 
 from deploy.outputs import OUTPUTS_FILE, ROOT, OutputsError, load_outputs, require, shown
+from deploy.preflight import SIGN_IN_HELP
 
 ENDPOINTS_FILE = ROOT / ".local" / "endpoints.json"
 # The stack's policy (at least 12 characters, every class); a longer password costs nothing.
@@ -139,6 +148,12 @@ def create_user(
             raise
     except ClientError as e:
         raise _user_error(e, pool, username) from e
+    except (NoCredentialsError, PartialCredentialsError) as e:
+        raise UserError(f"No usable AWS credentials were found. {SIGN_IN_HELP}") from e
+    except (SSOError, TokenRetrievalError) as e:
+        raise UserError(
+            "The AWS SSO session has expired: run `aws sso login --profile NAME`."
+        ) from e
     except EndpointConnectionError as e:
         hint = (
             "is the local cloud running? Start it with make run"

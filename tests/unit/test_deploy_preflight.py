@@ -323,19 +323,17 @@ def test_a_failed_destroy_keeps_the_outputs_file(session: FakeSession, tmp_path:
     assert outputs_file.exists()
 
 
-def test_the_separator_before_cdk_args_is_not_passed_on(
-    session: FakeSession, tmp_path: Path
-) -> None:
+def test_cdk_args_and_the_approval_mode_reach_the_cli(session: FakeSession, tmp_path: Path) -> None:
     for _ in range(2):
         caller_identity(session)
         bootstrap_version(session, "28")
     cdk = Recorder(STACK_OUTPUTS)
     deployer = Deployer(session, {}, cdk, tmp_path / "o.json", io.StringIO())
     assert main(["deploy", "--", "-c", "threatProtection=true"], deployer) == 0
-    assert main(["deploy", "--"], deployer) == 0
+    assert main(["deploy", "--require-approval", "never", "--"], deployer) == 0
     assert [call[0][-4:] for call in cdk.calls] == [
         ["--outputs-file", str(tmp_path / "o.json"), "-c", "threatProtection=true"],
-        ["--require-approval", "broadening", "--outputs-file", str(tmp_path / "o.json")],
+        ["--require-approval", "never", "--outputs-file", str(tmp_path / "o.json")],
     ]
 
 

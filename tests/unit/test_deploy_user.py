@@ -10,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import NoCredentialsError
 from botocore.stub import ANY, Stubber
 
 from deploy.__main__ import main
@@ -153,3 +154,18 @@ def test_outputs_of_an_older_stack_name_what_is_missing(tmp_path: Path) -> None:
     path.write_text(json.dumps({"LlmStream": {"Region": "eu-west-1"}}))
     with pytest.raises(UserError, match="has no UserPoolId"):
         deployed_pool(path)
+
+
+class NoCredentialsCognito:
+    """A Cognito client whose credential chain found nothing (no request is ever sent)."""
+
+    def describe_user_pool(self, **_: object) -> None:
+        raise NoCredentialsError()
+
+    def admin_create_user(self, **_: object) -> None:
+        raise NoCredentialsError()
+
+
+def test_missing_credentials_say_what_to_run() -> None:
+    with pytest.raises(UserError, match=r"No usable AWS credentials.*aws configure.*aws sso login"):
+        create_user(NoCredentialsCognito(), POOL, "alice")
