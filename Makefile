@@ -38,6 +38,7 @@ test-node: install
 	cd node_function && npm test
 	node --test cdk/appsync/resolvers.test.mjs
 
+# LOCAL_MODEL=bedrock: real Bedrock (default AWS credential chain and Region), the rest local.
 run: install client
 	$(BIN)/python -m local
 
@@ -99,6 +100,13 @@ test: test-client
 # table; writes bench/results/ and prints the table.
 bench: $(PY_STAMP) $(NODE_FN_STAMP)
 	$(BIN)/python -m bench
+
+# The same clients against a deployed stack: STACK_OUTPUTS is what `cdk deploy --outputs-file`
+# wrote; sign in with BENCH_USERNAME/BENCH_PASSWORD or BENCH_ARGS=--create-users.
+STACK_OUTPUTS ?= .local/stack-outputs.json
+.PHONY: bench-deployed
+bench-deployed: $(PY_STAMP)
+	$(BIN)/python -m bench --target deployed --outputs $(STACK_OUTPUTS) $(BENCH_ARGS)
 
 synth: install
 	cd cdk && npx cdk synth --quiet
