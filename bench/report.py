@@ -249,6 +249,14 @@ def markdown(
             f"| {LABELS[t['architecture']]} | {t['target']} | ≤ {limit} | "
             f"{fmt(t['measured'])} | {'yes' if t['met'] else '**no**'} |"
         )
+    if target is not None:
+        lines += [
+            "",
+            "The limits are the local scenario's, with its allowance of "
+            f"{scenario.post_latency_ms:g} ms per `@connections` post and "
+            f"{scenario.publish_latency_ms:g} ms per AppSync publish standing for AWS's own; "
+            "the measured delays are upper bounds (see above).",
+        ]
     lines += [
         "",
         f"## Concurrency sweep ({MODE_LABELS[modes[0]]})",

@@ -434,6 +434,7 @@ class LocalCloud:
         from chalicelib.settings import Settings
         from local.function_url import FunctionUrlHost
 
+        assert self._model is not None
         handler = NODE_FUNCTION_DIR / "index.mjs"
         # Written separately from the rest: until it is there the other transports still work.
         problem = None
@@ -454,6 +455,7 @@ class LocalCloud:
             "FRAMES_TABLE": settings.frames_table,
             "MODEL_ID": settings.model_id,
             **app_env,
+            **self._model.node_env(),
         }
         self._function_url = FunctionUrlHost(
             handler,

@@ -54,6 +54,12 @@ class ModelSetup:
             env["MODEL_LABEL"] = self.label
         return env
 
+    def node_env(self) -> dict[str, str]:
+        """The same for the Node.js Function URL host. ``AWS_PROFILE`` is blanked there: the
+        JS SDK ignores credentials in variables while a profile is named, and would
+        resolve (and sign with) credentials of its own."""
+        return {**self.app_env(), "AWS_PROFILE": ""}
+
     @property
     def signing_credentials(self) -> tuple[str, str]:
         """The (access key id, secret) IAM callers of the local AppSync sign with."""

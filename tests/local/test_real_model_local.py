@@ -31,7 +31,7 @@ from tests.support.cloud import ROOT, Cloud
 
 pytestmark = pytest.mark.local
 
-KEY_ID = "AKIDLOCALREALMODEL01"
+KEY_ID = "AKIDLOCALREALMODEL01"  # the first the credential process hands out
 SECRET = "fake-secret-for-the-real-model-path"
 SESSION_TOKEN = "fake-session-token"
 REGION = "eu-west-1"
@@ -71,20 +71,34 @@ class StandInBedrock:
         self._loop.stop()
 
 
+# A credential_process that hands out new credentials on every call (as SSO or an assumed
+# role would, in effect): every producer must sign with the ones resolved at start-up.
+CREDENTIAL_PROCESS = f"""
+import json, pathlib
+counter = pathlib.Path(__file__).with_suffix(".count")
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+print(json.dumps({{"Version": 1, "AccessKeyId": "{KEY_ID[:-2]}%02d" % n,
+                  "SecretAccessKey": "{SECRET}", "SessionToken": "{SESSION_TOKEN}"}}))
+"""
+
+
 def aws_files(tmp: Path, *, credentials: bool = True, region: str | None = REGION) -> dict:
-    """A shared credentials and config file, and the environment that names them (and
-    nothing of the machine's own AWS setup)."""
-    creds, config = tmp / "credentials", tmp / "config"
-    creds.write_text(
-        f"[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
-        f"aws_session_token = {SESSION_TOKEN}\n"
-        if credentials
-        else ""
-    )
-    config.write_text(f"[default]\nregion = {region}\n" if region else "")
+    """Shared AWS files with profile ``bench`` (credentials from a process, and a Region),
+    and the environment that names them (and nothing of the machine's own AWS setup)."""
+    script, config = tmp / "credential_process.py", tmp / "config"
+    script.write_text(CREDENTIAL_PROCESS)
+    lines = ["[profile bench]"]
+    if credentials:
+        lines.append(f"credential_process = {sys.executable} {script}")
+    if region:
+        lines.append(f"region = {region}")
+    config.write_text("\n".join(lines) + "\n")
+    (tmp / "credentials").write_text("")
     return {
-        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "credentials"),
         "AWS_CONFIG_FILE": str(config),
+        "AWS_PROFILE": "bench",
         "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookup from a test
         "LOCAL_MODEL": "bedrock",
     }
@@ -119,7 +133,7 @@ def test_config_and_the_endpoints_name_the_real_model(cloud):
     assert cloud.ep["bedrock"] is None  # no simulated model is started
     model = cloud.ep["model"]
     assert (model["source"], model["region"], model["id"]) == ("bedrock", REGION, MODEL_ID)
-    assert "shared-credentials-file" in model["description"]
+    assert "custom-process" in model["description"]
     banner = "\n".join(cloud.output)
     assert f"Amazon Bedrock in {REGION}, {MODEL_ID}" in banner
     assert SECRET not in banner and SESSION_TOKEN not in banner

@@ -64,6 +64,8 @@ def test_real_bedrock_takes_the_chains_credentials_and_region_and_no_endpoint(aw
     assert env == {"AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "env-secret"}
     assert "AWS_ENDPOINT_URL_BEDROCK_RUNTIME" not in env and "MODEL_LABEL" not in env
     assert m.signing_credentials == ("AKIDENV", "env-secret")
+    # Node's SDK would prefer a named profile to these variables: none is named there.
+    assert m.node_env() == {**env, "AWS_PROFILE": ""}
     assert "env-secret" not in m.describe(US_MODEL)
     # AWS_REGION (what Lambda sets) comes first.
     monkeypatch.setenv("AWS_REGION", "us-east-2")
