@@ -75,21 +75,47 @@ class Options:
 
 def parse(argv: list[str]) -> Options:
     d = Scenario()
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     p.add_argument(
         "--target",
         choices=("local", "deployed"),
         default="local",
         help="the local cloud (default) or a deployed stack (its outputs file)",
     )
-    p.add_argument("--tokens", type=int, help=f"model tokens per stream ({d.tokens})")
-    p.add_argument("--rate", type=float, help=f"tokens per second ({d.tokens_per_second:g})")
-    p.add_argument("--first-token-ms", type=float, help=f"({d.first_token_ms:g})")
-    p.add_argument("--post-latency-ms", type=float, help=f"({d.post_latency_ms:g})")
-    p.add_argument("--publish-latency-ms", type=float, help=f"({d.publish_latency_ms:g})")
+    dd = DEPLOYED_DEFAULTS
+    p.add_argument(
+        "--tokens",
+        type=int,
+        help=f"model tokens per stream ({d.tokens}; deployed: maxTokens, {dd['tokens']})",
+    )
+    p.add_argument(
+        "--rate", type=float, help=f"simulated model: tokens per second ({d.tokens_per_second:g})"
+    )
+    p.add_argument(
+        "--first-token-ms",
+        type=float,
+        help=f"simulated model: ms to the first token ({d.first_token_ms:g})",
+    )
+    p.add_argument(
+        "--post-latency-ms",
+        type=float,
+        help=f"injected per @connections post ({d.post_latency_ms:g})",
+    )
+    p.add_argument(
+        "--publish-latency-ms",
+        type=float,
+        help=f"injected per AppSync publish ({d.publish_latency_ms:g})",
+    )
     p.add_argument("--flush-ms", type=int, help=f"FLUSH_INTERVAL_MS ({d.flush_interval_ms})")
-    p.add_argument("--levels", type=_ints, help="concurrent streams, e.g. 1,10")
-    p.add_argument("--repeats", type=int, help="one-stream runs")
+    levels = ",".join(map(str, d.levels))
+    p.add_argument(
+        "--levels",
+        type=_ints,
+        help=f"concurrent streams ({levels}; deployed: {','.join(map(str, dd['levels']))})",
+    )
+    p.add_argument("--repeats", type=int, help=f"one-stream runs ({d.repeats})")
     p.add_argument("--architectures", type=_names, default=d.architectures)
     p.add_argument("--no-baseline", action="store_true", help="skip the per-token baseline")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the results go")

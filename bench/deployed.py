@@ -90,7 +90,8 @@ class StackOutputs:
 
 
 def load_outputs(path: Path, stack: str | None = None) -> StackOutputs:
-    """The stack's outputs from a CDK ``--outputs-file`` JSON."""
+    """The stack's outputs from a CDK ``--outputs-file`` JSON, or from the local cloud's
+    ``.local/endpoints.json`` (to try the target without AWS)."""
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -100,6 +101,8 @@ def load_outputs(path: Path, stack: str | None = None) -> StackOutputs:
         ) from None
     except ValueError as exc:
         raise DeployedError(f"{path} is not JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("cognito"), dict) and "rest" in doc:
+        doc = local_stack_outputs(doc)  # the local cloud's endpoints file: a dry run
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise DeployedError(f"{path} should map stack names to their outputs")
     if stack is None:

@@ -94,6 +94,9 @@ def test_the_local_clouds_endpoints_make_an_outputs_file_with_its_cognito(tmp_pa
         "http://127.0.0.1:2/",
         "ws://127.0.0.1:4/",
     )
+    # The endpoints file itself is read the same way (a dry run against `make run`).
+    path.write_text(json.dumps(ep))
+    assert load_outputs(path) == o
 
 
 def test_figures_come_from_the_done_frames_model_metrics():
