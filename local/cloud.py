@@ -454,8 +454,8 @@ class LocalCloud:
             "STREAMS_TABLE": settings.streams_table,
             "FRAMES_TABLE": settings.frames_table,
             "MODEL_ID": settings.model_id,
-            **app_env,
             **self._model.node_env(),
+            **app_env,
         }
         self._function_url = FunctionUrlHost(
             handler,
