@@ -343,10 +343,16 @@ class DeployedSession:
                 for sid, (token, r) in list(pending.items()):
                     last = max((f["seq"] for _, f in r.frames if "seq" in f), default=-1)
                     url = f"{base}/streams/{sid}?afterSeq={last}"
-                    async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-                        doc = await resp.json(content_type=None) if resp.status == 200 else {}
+                    headers = {"Authorization": f"Bearer {token}"}
+                    try:
+                        async with http.get(url, headers=headers) as resp:
+                            status = resp.status
+                            doc = await resp.json(content_type=None) if status == 200 else {}
+                    except (aiohttp.ClientError, ValueError) as exc:
+                        log.warning("reading stream %s failed: %s", sid, exc)
+                        status, doc = 0, {}
                     # 404: the start was refused, there is nothing to wait for.
-                    if resp.status != 200 or doc.get("status") != "running":
+                    if status != 200 or doc.get("status") != "running":
                         del pending[sid]
                 if pending:
                     await asyncio.sleep(SETTLE_POLL_S)
