@@ -82,7 +82,8 @@ test-node: install ## the Node function's suite and the AppSync resolvers' tests
 	cd node_function && $(NODE_RUNTIME_PATH) npm test
 	$(LOCAL_NODE_BINARY) --test cdk/appsync/resolvers.test.mjs
 
-run: install client ## start the local cloud (every architecture, no AWS account) and print its URLs
+# LOCAL_MODEL=bedrock: real Bedrock (default AWS credential chain and Region), the rest local.
+run: install client ## start the local cloud (every architecture, no AWS account; LOCAL_MODEL=bedrock: real model)
 	$(BIN)/python -m local
 
 lint: $(PY_STAMP) ## ruff check and ruff format --check
@@ -143,6 +144,13 @@ test: test-client
 # table; writes bench/results/ and prints the table.
 bench: $(PY_STAMP) $(NODE_FN_STAMP) node-runtime ## benchmark every architecture on the local cloud (bench/results/)
 	$(BIN)/python -m bench
+
+# The same clients against a deployed stack: STACK_OUTPUTS is what `make deploy` wrote
+# (cdk deploy --outputs-file); sign in with BENCH_USERNAME/BENCH_PASSWORD or BENCH_ARGS=--create-users.
+STACK_OUTPUTS ?= .local/stack-outputs.json
+.PHONY: bench-deployed
+bench-deployed: $(PY_STAMP) ## benchmark the deployed stack (STACK_OUTPUTS, BENCH_USERNAME/BENCH_PASSWORD)
+	$(BIN)/python -m bench --target deployed --outputs $(STACK_OUTPUTS) $(BENCH_ARGS)
 
 synth: install ## synthesize the CDK stack offline (cdk/cdk.out) with cdk-nag
 	cd cdk && npx cdk synth --quiet

@@ -31,7 +31,6 @@ from tests.support.appsync import START, SUBSCRIBE, b64url
 # Long enough for the per-token baseline at 100 concurrent streams; a stream that
 # takes longer is reported as failed, not waited on forever.
 STREAM_TIMEOUT_S = 300.0
-MAX_TOKENS = 4096
 Client = TypeVar("Client", bound=Callable[..., Awaitable[Received]])
 
 
@@ -57,8 +56,12 @@ class Gate:
             self.all_ended.set()
 
 
-def start_request(stream_id: str, prompt: str) -> dict[str, Any]:
-    return {"streamId": stream_id, "prompt": prompt, "maxTokens": MAX_TOKENS}
+def start_request(received: Received) -> dict[str, Any]:
+    return {
+        "streamId": received.stream_id,
+        "prompt": received.prompt,
+        "maxTokens": received.max_tokens,
+    }
 
 
 def _take(received: Received, frame: dict[str, Any], at: float) -> bool:
@@ -101,7 +104,7 @@ async def function_url(
     timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S)
     async with session.post(
         ep["functionUrl"],
-        data=json.dumps(start_request(received.stream_id, received.prompt)),
+        data=json.dumps(start_request(received)),
         headers=headers,
         timeout=timeout,
     ) as resp:
@@ -144,7 +147,7 @@ async def websocket(ep: dict[str, Any], token: str, received: Received, gate: Ga
     ) as ws:
         received.connected_at = time.time()
         await gate.start.wait()
-        body = {"action": "stream", **start_request(received.stream_id, received.prompt)}
+        body = {"action": "stream", **start_request(received)}
         received.sent_at = time.time()
         await ws.send(json.dumps(body))
         async with asyncio.timeout(STREAM_TIMEOUT_S):
@@ -196,7 +199,7 @@ async def appsync(
         await gate.start.wait()
         body = {
             "query": START,
-            "variables": {"input": start_request(received.stream_id, received.prompt)},
+            "variables": {"input": start_request(received)},
         }
         received.sent_at = time.time()
         async with session.post(

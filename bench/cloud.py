@@ -143,6 +143,7 @@ class BenchCloud:
         # The benchmark's own AWS settings must not leak into the cloud's app.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(app_env)
+        env["LOCAL_MODEL"] = "simulated"  # the bench measures against the simulated model
         # moto records DynamoDB and SQS requests here while recording is switched on
         # (bench.calls counts them); it holds request bodies and is deleted with the run.
         env["MOTO_RECORDER_FILEPATH"] = str(self.recording_file)

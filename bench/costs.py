@@ -21,6 +21,9 @@ for every architecture). What is counted per stream:
 * DynamoDB (on demand): write and read request units as recorded at the local cloud's
   DynamoDB (every item is under 1 KB; reads under 4 KB).
 
+Against a deployed stack nothing is recorded (``recorded`` is None): DynamoDB and the
+SQS requests are left out, not guessed.
+
 Free tiers are not applied.
 """
 
@@ -95,9 +98,10 @@ def _mean(values: list[float | None]) -> float:
 
 
 def usage_per_stream(
-    architecture: str, streams: list[Mapping[str, Any]], recorded: Mapping[str, Any]
+    architecture: str, streams: list[Mapping[str, Any]], recorded: Mapping[str, Any] | None
 ) -> dict[str, float]:
-    """Billable quantities of one stream (means over ``streams``), from measurements."""
+    """Billable quantities of one stream (means over ``streams``), from measurements;
+    without DynamoDB and SQS when ``recorded`` is None."""
     n = len(streams)
     messages = sum(s["messages"] for s in streams) / n
     generating = _mean([s.get("streamSeconds") for s in streams])
@@ -109,12 +113,11 @@ def usage_per_stream(
             for s in streams
         ]
     )
-    ops = recorded.get("operations", {})
-    u: dict[str, float] = {
-        "lambda_request": LAMBDA_INVOCATIONS[architecture],
-        "dynamodb_wru": recorded.get("wru", 0.0) / n,
-        "dynamodb_rru": recorded.get("rru", 0.0) / n,
-    }
+    ops = recorded.get("operations", {}) if recorded is not None else {}
+    u: dict[str, float] = {"lambda_request": LAMBDA_INVOCATIONS[architecture]}
+    if recorded is not None:
+        u["dynamodb_wru"] = recorded.get("wru", 0.0) / n
+        u["dynamodb_rru"] = recorded.get("rru", 0.0) / n
     gb = LAMBDA_MEMORY_GB[architecture]
     if architecture == "function_url":
         u["lambda_gb_s"] = gb * generating
@@ -131,9 +134,10 @@ def usage_per_stream(
         u["appsync_operation"] = 1 + messages
         u["appsync_realtime_update"] = messages + 2
         u["appsync_connection_minute"] = connection_s / 60.0
-        sends = ops.get("sqs.SendMessage", 0) + ops.get("sqs.SendMessageBatch", 0)
-        deletes = ops.get("sqs.DeleteMessage", 0) + ops.get("sqs.DeleteMessageBatch", 0)
-        u["sqs_request"] = (sends + deletes) / n + 1
+        if recorded is not None:
+            sends = ops.get("sqs.SendMessage", 0) + ops.get("sqs.SendMessageBatch", 0)
+            deletes = ops.get("sqs.DeleteMessage", 0) + ops.get("sqs.DeleteMessageBatch", 0)
+            u["sqs_request"] = (sends + deletes) / n + 1
     return u
 
 

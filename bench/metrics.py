@@ -30,6 +30,7 @@ class Received:
     architecture: str
     stream_id: str
     prompt: str
+    max_tokens: int = 4096  # the start request's maxTokens
     # (time.time() at receipt, frame), heartbeats excluded, in arrival order.
     frames: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     messages: int = 0  # transport messages carrying frames: posts, publishes, SSE events
@@ -62,12 +63,14 @@ def token_ends(tokens: Sequence[str]) -> list[int]:
 
 
 def check_transcript(
-    frames: Sequence[tuple[float, Mapping[str, Any]]], answer: str
+    frames: Sequence[tuple[float, Mapping[str, Any]]], answer: str | None
 ) -> dict[str, Any]:
     """Lost and duplicate frames and text completeness of one received stream.
 
     ``seq`` must run from 0 to the terminal frame's seq: a missing seq is a lost
-    frame (so is a missing terminal frame), a seq seen twice a duplicate.
+    frame (so is a missing terminal frame), a seq seen twice a duplicate. ``answer`` is
+    the model's whole text; None when it is not known (a real model): the text then
+    counts as complete when it is not empty and the transcript ended with ``done``.
     """
     seqs = [f["seq"] for _, f in frames if "seq" in f]
     seen: dict[int, int] = {}
@@ -91,7 +94,9 @@ def check_transcript(
         "duplicates": duplicates,
         "terminal": terminal[-1]["type"] if terminal else None,
         "stopReason": terminal[-1].get("stopReason") if terminal else None,
-        "textComplete": shown == answer,
+        "textComplete": shown == answer
+        if answer is not None
+        else bool(shown) and bool(terminal) and terminal[-1]["type"] == "done",
     }
 
 
@@ -186,4 +191,74 @@ def summarize(streams: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "completionP99Ms": percentile(completion, 0.99),
         "modelDriftMaxMs": max(drift) if drift else math.nan,
         "startToModelP50Ms": percentile(hop, 0.5) if hop else None,
+    }
+
+
+def terminal_metrics(received: Received) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``usage`` and ``metrics`` of the stream's ``done`` frame (empty if none)."""
+    done = next((f for _, f in received.frames if f.get("type") == "done"), {})
+    return dict(done.get("usage") or {}), dict(done.get("metrics") or {})
+
+
+def reported_stream_metrics(received: Received) -> dict[str, Any]:
+    """Every per-stream figure of ``stream_metrics`` without the model's emit times (a
+    deployed stack, a real model): the producer's own report in the ``done`` frame
+    stands in for them.
+
+    The model call is taken to start when the client sent its start request, so its
+    first token is at ``sent + modelFirstTokenMs`` and its last at ``sent +
+    modelLatencyMs``; the emit time of a character is interpolated between the two by
+    its position in the text. Every delay is therefore an upper bound: it includes the
+    start request's way to the producer (the queue hop on AppSync, the generator's
+    invocation on WebSocket). ``modelDriftMs`` and ``startToModelMs`` are unknown.
+    """
+    usage, reported = terminal_metrics(received)
+    first_ms, latency_ms = reported.get("modelFirstTokenMs"), reported.get("modelLatencyMs")
+    deltas = [(at, f) for at, f in received.frames if f.get("type") == "delta"]
+    total = sum(len(f.get("text", "")) for _, f in deltas)
+    sent = received.sent_at
+    first = last = None
+    if sent is not None and isinstance(first_ms, int | float):
+        first = sent + float(first_ms) / 1000.0
+        if isinstance(latency_ms, int | float):
+            last = sent + max(float(latency_ms), float(first_ms)) / 1000.0
+    lags: list[tuple[float, float]] = []
+    if first is not None and last is not None and total:
+        chars = 0
+        for at, frame in deltas:
+            chars += len(frame.get("text", ""))
+            emit = first + (last - first) * ((chars - 1) / (total - 1) if total > 1 else 0.0)
+            lags.append((at - first, (at - emit) * 1000.0))
+    first_delta_at = deltas[0][0] if deltas else None
+    terminal_at = next((at for at, f in received.frames if f.get("type") in TERMINAL), None)
+    output_tokens = usage.get("outputTokens")
+    return {
+        "architecture": received.architecture,
+        "streamId": received.stream_id,
+        "modelTokens": int(output_tokens) if isinstance(output_tokens, int) else len(deltas),
+        "modelTokensSent": output_tokens,
+        **check_transcript(received.frames, None),
+        "deltaFrames": len(deltas),
+        "messages": received.messages,
+        "wireBytes": received.wire_bytes,
+        "heartbeats": received.heartbeats,
+        "ttftAddedMs": None
+        if first is None or first_delta_at is None
+        else (first_delta_at - first) * 1000.0,
+        "lagsMs": [lag for _, lag in lags],
+        "lagSeries": lags,
+        "completionDelayMs": None
+        if last is None or terminal_at is None
+        else (terminal_at - last) * 1000.0,
+        "modelDriftMs": None,
+        "startToModelMs": None,
+        "modelFirstTokenMs": first_ms,
+        "modelLatencyMs": latency_ms,
+        "streamSeconds": None if sent is None or terminal_at is None else terminal_at - sent,
+        "connectionSeconds": None
+        if received.connect_started is None or received.closed_at is None
+        else received.closed_at - received.connect_started,
+        "connectSeconds": None
+        if received.connect_started is None or received.connected_at is None
+        else received.connected_at - received.connect_started,
     }

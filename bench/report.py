@@ -27,6 +27,7 @@ def _streams(levels: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def summaries(results: Mapping[str, Any]) -> dict[str, Any]:
     """Per mode and architecture: the default scenario, its costs and the sweep."""
     scenario: Scenario = results["scenario"]
+    primary = primary_mode(results)
     out: dict[str, Any] = {"single": {}, "sweep": {}, "costs": {}}
     for mode, run in results["modes"].items():
         for arch, single in run["single"].items():
@@ -40,7 +41,7 @@ def summaries(results: Mapping[str, Any]) -> dict[str, Any]:
                 "usage": usage,
                 "usd": costs.cost_per_1000_streams(usage),
             }
-        if mode != "coalesce":
+        if mode != primary:
             continue
         for arch in scenario.architectures:
             rows = []
@@ -57,9 +58,20 @@ def summaries(results: Mapping[str, Any]) -> dict[str, Any]:
                     }
                 )
             # Level 1 is the default scenario: its figures over every repeat.
-            rows[0] = {**rows[0], **_lag_figures(out["single"][("coalesce", arch)])}
+            rows[0] = {**rows[0], **_lag_figures(out["single"][(primary, arch)])}
             out["sweep"][arch] = rows
     return out
+
+
+def primary_mode(results: Mapping[str, Any]) -> str:
+    """The mode the targets and the sweep are about: the coalescing sender locally, the
+    stack as deployed otherwise."""
+    return next(iter(results["modes"]))
+
+
+def deployed(results: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """What the deployed target was (stack, region, model), None for the local cloud."""
+    return results.get("target")
 
 
 def _lag_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,9 +101,12 @@ def _server_calls(levels: list[Mapping[str, Any]]) -> int | None:
 def targets(results: Mapping[str, Any], summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each README target per architecture: the limit, the measured figure, met or not."""
     scenario: Scenario = results["scenario"]
+    primary = primary_mode(results)
+    target = deployed(results)
+    flush_ms = float((target or {}).get("flushIntervalMs") or scenario.flush_interval_ms)
     rows = []
     for arch in scenario.architectures:
-        s = summary["single"][("coalesce", arch)]
+        s = summary["single"][(primary, arch)]
         latency = scenario.latency_ms(arch)
         hop = s["startToModelP50Ms"] if arch == "appsync" else None
         ttft_limit = latency + scenario.lag_margin_ms + (hop or 0.0)
@@ -102,7 +117,7 @@ def targets(results: Mapping[str, Any], summary: Mapping[str, Any]) -> list[dict
             (
                 "per-frame lag p99",
                 s["lagP99Ms"],
-                scenario.flush_interval_ms + latency + scenario.lag_margin_ms,
+                flush_ms + latency + scenario.lag_margin_ms,
                 "ms",
             ),
             ("time to first token added (p99)", s["ttftAddedP99Ms"], ttft_limit, "ms"),
@@ -169,20 +184,28 @@ def machine() -> dict[str, Any]:
 
 
 def markdown(
-    results: Mapping[str, Any], summary: Mapping[str, Any], host: Mapping[str, Any]
+    results: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    host: Mapping[str, Any],
+    plot_name: str = "lag.png",
 ) -> str:
     scenario: Scenario = results["scenario"]
     modes = list(results["modes"])
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Scenario: {scenario.describe()}. Default scenario: one stream at a time "
-        f"({scenario.repeats} runs per architecture with the coalescing sender, one with "
-        f"the per-token baseline); concurrency sweep: "
-        f"{', '.join(str(n) for n in scenario.levels)} streams of one architecture at once. "
-        "Every figure is measured on the client against the simulated model's emit "
-        "times, on one machine clock.",
-        "",
+    target = deployed(results)
+    lines = ["# Benchmark results" + (": deployed stack" if target else ""), ""]
+    if target is None:
+        lines += [
+            f"Scenario: {scenario.describe()}. Default scenario: one stream at a time "
+            f"({scenario.repeats} runs per architecture with the coalescing sender, one with "
+            f"the per-token baseline); concurrency sweep: "
+            f"{', '.join(str(n) for n in scenario.levels)} streams of one architecture at "
+            "once. Every figure is measured on the client against the simulated model's emit "
+            "times, on one machine clock.",
+            "",
+        ]
+    else:
+        lines += _deployed_intro(results, target)
+    lines += [
         f"Machine: {host['cpus']} CPUs, load average {host['loadAverage'][0]} at the end, "
         f"Python {host['python']}, Node.js {host['node']}, {host['platform']}. "
         f"Benchmark wall time {results['wallSeconds']:.0f} s.",
@@ -212,7 +235,7 @@ def markdown(
         "own response). Bytes: frame payloads as received (SSE event text, WebSocket "
         "messages, AppSync `data` messages).",
         "",
-        "## Targets (coalescing sender)",
+        f"## Targets ({MODE_LABELS[modes[0]]})",
         "",
         "| Architecture | Target | Limit | Measured | Met |",
         "|---|---|---|---|---|",
@@ -226,9 +249,17 @@ def markdown(
             f"| {LABELS[t['architecture']]} | {t['target']} | ≤ {limit} | "
             f"{fmt(t['measured'])} | {'yes' if t['met'] else '**no**'} |"
         )
+    if target is not None:
+        lines += [
+            "",
+            "The limits are the local scenario's, with its allowance of "
+            f"{scenario.post_latency_ms:g} ms per `@connections` post and "
+            f"{scenario.publish_latency_ms:g} ms per AppSync publish standing for AWS's own; "
+            "the measured delays are upper bounds (see above).",
+        ]
     lines += [
         "",
-        "## Concurrency sweep (coalescing sender)",
+        f"## Concurrency sweep ({MODE_LABELS[modes[0]]})",
         "",
         "| Architecture | Streams | Failed | Lost | Duplicate | Lag p99 | Completion p99 | "
         "TTFT added p99 | Frames / stream | Cloud CPU | Cloud peak RSS | Model drift max |",
@@ -249,7 +280,10 @@ def markdown(
         "",
         "Cloud CPU and RSS: the local cloud's process tree (`python -m local` and its "
         "Node.js Function URL host) over the level, from `/proc`. Model drift: how far the "
-        "emulator's last token fell behind its schedule (the machine being saturated).",
+        "emulator's last token fell behind its schedule (the machine being saturated)."
+        if target is None
+        else "Cloud CPU, RSS and model drift are local-cloud figures: not measured on a "
+        "deployed stack (Lambda's own metrics are in CloudWatch).",
         "",
         "## Cost per 1,000 streams (AWS, Bedrock excluded)",
         "",
@@ -284,6 +318,15 @@ def markdown(
                 f"{q('apigw_ws_message')} | {q('appsync_operation')} | "
                 f"{q('appsync_realtime_update')} | {q('dynamodb_wru')} | {q('dynamodb_rru')} |"
             )
+    if target is not None:
+        lines += [
+            "",
+            "DynamoDB and SQS requests are not counted on AWS (locally they are counted at "
+            "the local cloud's moto server): their columns are empty and the totals leave them "
+            "out; the local report's per-stream counts apply, as they follow from the "
+            "protocol, not from the deployment. Lambda GB-s are bounded from the client side "
+            "as locally, with the memory sizes the stack configures.",
+        ]
     lines += [
         "",
         f"Prices ({costs.PRICE_REGION}, as published on {costs.PRICE_DATE}; free tiers not "
@@ -295,8 +338,38 @@ def markdown(
     for key, price in costs.PRICES.items():
         usd = f"{price.usd * 1e6:.6g} per million"
         lines.append(f"| `{key}` | {usd} | {price.per} | <{price.source}> |")
-    lines += ["", "## Lag over time", "", "![Per-frame lag over time](lag.png)", ""]
+    lines += ["", "## Lag over time", "", f"![Per-frame lag over time]({plot_name})", ""]
     return "\n".join(lines)
+
+
+def _deployed_intro(results: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    scenario: Scenario = results["scenario"]
+    model_id = target.get("modelId")
+    model = target.get("modelLabel") or model_id or "the stack's model"
+    if model_id and model_id != model:
+        model += f" (`{model_id}`)"
+    return [
+        f"Target: stack `{target['stack']}` in {target['region']}, model {model}; "
+        f"at most {scenario.tokens} output tokens per stream (`maxTokens`), the prompt asking "
+        f"for a long answer. Default scenario: one stream at a time ({scenario.repeats} runs "
+        f"per architecture); concurrency sweep: {', '.join(str(n) for n in scenario.levels)} "
+        "streams of one architecture at once. The stack's own sender, flush interval "
+        f"({target.get('flushIntervalMs') or NONE} ms, from `GET /config`) and publish "
+        "latencies; no per-token baseline (the sender mode is a deploy-time setting).",
+        "",
+        "**Model emit times are not known on a deployed stack.** Every figure that needs them "
+        "uses the terminal frame's model metrics instead: the model's first token is taken at "
+        "start request + `metrics.modelFirstTokenMs` (the producer's time from calling the "
+        "model to its first text), its last at start request + `metrics.modelLatencyMs` "
+        "(Bedrock's latency), and a frame's emit time is interpolated between the two by its "
+        "position in the text. TTFT added, per-frame lag and completion delay therefore "
+        "include the start request's way to the producer (the queue hop on AppSync, the "
+        "generator's invocation on WebSocket): upper bounds, on the client's clock. Text "
+        "completeness: a gap-free transcript ending with `done` and some text (the answer "
+        "itself is not known). Server-side publish counts, the cloud's CPU and memory, and "
+        "DynamoDB/SQS call counts are not measured on AWS.",
+        "",
+    ]
 
 
 def plot(results: Mapping[str, Any], path: Path) -> None:
@@ -326,7 +399,10 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
             color, style = styles.get(mode, ("tab:gray", "-"))
             ax.plot(xs, ys, style, color=color, linewidth=1.2, label=MODE_LABELS[mode])
             top = max(top, *ys)
-        limit = scenario.flush_interval_ms + scenario.latency_ms(arch) + scenario.lag_margin_ms
+        flush_ms = float(
+            (deployed(results) or {}).get("flushIntervalMs") or scenario.flush_interval_ms
+        )
+        limit = flush_ms + scenario.latency_ms(arch) + scenario.lag_margin_ms
         ax.axhline(limit, color="tab:green", linestyle="--", linewidth=1, label="lag target")
         ax.set_yscale("log")
         ax.set_title(LABELS[arch], fontsize=10)
@@ -335,10 +411,14 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     axes[0].set_ylim(LAG_FLOOR_MS, top * 2)  # shared by every panel
     axes[0].set_ylabel("per-frame lag (ms, log)")
     axes[0].legend(fontsize=8, loc="upper left")
+    target = deployed(results)
     fig.suptitle(
         f"{scenario.tokens} tokens at {scenario.tokens_per_second:g}/s; "
         f"{scenario.post_latency_ms:g} ms per post, {scenario.publish_latency_ms:g} ms per "
-        "publish",
+        "publish"
+        if target is None
+        else f"stack {target['stack']} ({target['region']}), at most {scenario.tokens} tokens; "
+        "lag estimated from the model's reported metrics",
         fontsize=10,
     )
     fig.tight_layout()
@@ -365,6 +445,7 @@ def to_json(results: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     scenario: Scenario = results["scenario"]
     doc = {
         "scenario": {k: v for k, v in vars(scenario).items() if k != "extra_env"},
+        **({"target": results["target"]} if "target" in results else {}),
         "wallSeconds": results["wallSeconds"],
         "single": summary["single"],
         "sweep": summary["sweep"],

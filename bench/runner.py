@@ -13,11 +13,13 @@ first); the cloud's CPU time and peak memory are taken over the level.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import aiohttp
@@ -112,40 +114,21 @@ class CloudSession:
         ]
         publishes_before = (await asyncio.to_thread(self.appsync.stats))["publishes"]
         level_started = time.time()
-        gate = clients.Gate(n)
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            run = _client(architecture, session, self.ep)
-            tasks = [
-                asyncio.create_task(run(token, r, gate))
-                for token, r in zip(tokens, received, strict=True)
-            ]
-            ready = asyncio.create_task(gate.start.wait())
-            done, _ = await asyncio.wait(
-                {ready, *tasks}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+
+        async def gateway_posts() -> int | None:
+            if architecture != "websocket":
+                return None
+            return sum(
+                c["postsOut"]
+                for c in await asyncio.to_thread(self.gateway.connections)
+                if c["connectedAt"] >= level_started - 1
             )
-            if ready not in done:  # a client failed before it was ready, or time ran out
-                await gate.start.abort()
-            meter = self.cloud.meter
-            assert meter is not None
-            with meter.window() as resources:
-                try:
-                    async with asyncio.timeout(clients.STREAM_TIMEOUT_S + 30):
-                        await gate.all_ended.wait()
-                except TimeoutError:
-                    log.warning("streams did not end in time", extra={"level": n})
-            posts = None
-            if architecture == "websocket":
-                posts = sum(
-                    c["postsOut"]
-                    for c in await asyncio.to_thread(self.gateway.connections)
-                    if c["connectedAt"] >= level_started - 1
-                )
-            gate.release.set()
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        for r, outcome in zip(received, outcomes, strict=True):
-            if isinstance(outcome, BaseException) and r.error is None:
-                r.error = f"{type(outcome).__name__}: {outcome}"[:300]
+
+        meter = self.cloud.meter
+        assert meter is not None
+        resources, posts = await drive(
+            architecture, self.ep, tokens, received, meter.window, gateway_posts
+        )
         publishes = (await asyncio.to_thread(self.appsync.stats))["publishes"] - publishes_before
         records = {s["promptHash"]: s for s in await asyncio.to_thread(self.model.streams)}
         streams = [self._measure(r, records) for r in received]
@@ -206,6 +189,50 @@ class CloudSession:
         }
 
 
+async def drive(
+    architecture: str,
+    ep: dict[str, Any],
+    tokens: list[str],
+    received: list[Received],
+    window: Callable[[], AbstractContextManager[dict[str, Any]]] = contextlib.nullcontext,
+    before_release: Callable[[], Awaitable[Any]] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """One level: a client per ``received`` (with the token beside it), started together
+    once every one is ready; ``window`` is open while the streams run. Returns what
+    ``window`` yielded (the cloud's resources) and what ``before_release`` found (read
+    once every stream ended, before the sockets close). A client's exception becomes its
+    stream's error."""
+    gate = clients.Gate(len(received))
+    connector = aiohttp.TCPConnector(limit=0)
+    found = None
+    async with aiohttp.ClientSession(connector=connector) as session:
+        run = _client(architecture, session, ep)
+        tasks = [
+            asyncio.create_task(run(token, r, gate))
+            for token, r in zip(tokens, received, strict=True)
+        ]
+        ready = asyncio.create_task(gate.start.wait())
+        done, _ = await asyncio.wait(
+            {ready, *tasks}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:  # a client failed before it was ready, or time ran out
+            await gate.start.abort()
+        with window() as resources:
+            try:
+                async with asyncio.timeout(clients.STREAM_TIMEOUT_S + 30):
+                    await gate.all_ended.wait()
+            except TimeoutError:
+                log.warning("streams did not end in time", extra={"level": len(received)})
+        if before_release is not None:
+            found = await before_release()
+        gate.release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for r, outcome in zip(received, outcomes, strict=True):
+        if isinstance(outcome, BaseException) and r.error is None:
+            r.error = f"{type(outcome).__name__}: {outcome}"[:300]
+    return resources if resources is not None else {}, found
+
+
 def _client(architecture: str, session: aiohttp.ClientSession, ep: dict[str, Any]) -> Callable:
     if architecture == "function_url":
         return lambda token, r, gate: clients.function_url(session, ep, token, r, gate)
@@ -245,7 +272,7 @@ async def run_mode(
                 out = []
                 for i in range(repeats):
                     level = await session.run_level(arch, 1)
-                    progress(_line(mode, arch, 1, level, i + 1, repeats))
+                    progress(level_line(mode, arch, 1, level, i + 1, repeats))
                     out.append(level)
                 return out
 
@@ -256,7 +283,7 @@ async def run_mode(
             for n in sorted(x for x in scenario.levels if x > 1):
                 for arch in scenario.architectures:
                     level = await session.run_level(arch, n)
-                    progress(_line(mode, arch, n, level))
+                    progress(level_line(mode, arch, n, level))
                     sweep[arch].append(level)
     finally:
         await asyncio.to_thread(cloud.stop)
@@ -268,7 +295,7 @@ async def run_mode(
     }
 
 
-def _line(mode: str, arch: str, n: int, level: dict[str, Any], i: int = 1, of: int = 1) -> str:
+def level_line(mode: str, arch: str, n: int, level: dict[str, Any], i: int = 1, of: int = 1) -> str:
     s = summarize(level["streams"])
     rep = f" run {i}/{of}" if of > 1 else ""
     return (

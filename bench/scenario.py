@@ -11,7 +11,11 @@ LABELS = {
     "appsync": "AppSync + SQS",
 }
 MODES = ("coalesce", "per_token")
-MODE_LABELS = {"coalesce": "coalescing (default)", "per_token": "per-token baseline"}
+MODE_LABELS = {
+    "coalesce": "coalescing (default)",
+    "per_token": "per-token baseline",
+    "deployed": "as deployed",
+}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from local.client_host import BUILD_HINT, is_built
 from local.cloud import ROOT, CloudOptions, LocalCloud
+from local.model import source_from_env as model_source_from_env
 from local.ws_gateway import GatewayLimits
 
 DEFAULT_PORT_BASE = 4510
@@ -100,7 +101,7 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
         f"  AppSync         {endpoints['appsync']['graphql']}  "
         f"real-time {endpoints['appsync']['realtime']}",
         f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
-        f"  Bedrock (local simulated model)  {endpoints['bedrock']}",
+        f"  Model           {endpoints['model']['description']}",
         f"  DynamoDB + SQS  {endpoints['aws']}",
         f"  Local user      {endpoints['user']['username']} / {endpoints['user']['password']}",
         "",
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoints_file=args.endpoints_file,
         gateway_limits=gateway_limits_from_env(os.environ),
         queue_visibility_timeout_s=_optional_int(os.environ, "LOCAL_SQS_VISIBILITY_TIMEOUT_S"),
+        # LOCAL_MODEL=bedrock: real Bedrock, everything else local (local/model.py).
+        model_source=model_source_from_env(os.environ),
     )
     cloud = LocalCloud(options)
     endpoints = cloud.start()

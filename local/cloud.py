@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -38,14 +39,15 @@ import boto3
 
 from local.environ import EnvironPatch
 from local.loop import LoopThread
+from local.model import LOCAL_CREDENTIALS, SIMULATED, ModelSetup
+from local.model import setup as model_setup
 from local.ws_gateway import GatewayLimits
 
 log = logging.getLogger("local.cloud")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The local cloud's Region with the simulated model; with real Bedrock, Bedrock's.
 REGION = "us-east-1"
-# Credentials for the local endpoints only; no AWS account is involved.
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 # Append only: a service's port is port_base + its index here.
 SERVICES = (
     "rest",
@@ -79,6 +81,9 @@ class CloudOptions:
     app_env: dict[str, str] = field(default_factory=dict)
     # Simulated model timing; None keeps the emulator's defaults.
     model: dict[str, Any] = field(default_factory=dict)
+    # "simulated", or "bedrock": real Bedrock with the default credential chain and
+    # Region, everything else local (local/model.py).
+    model_source: str = SIMULATED
     # API Gateway's WebSocket quotas; tests shorten them.
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
     # The Function URL's CORS allowed origins. Any origin locally: everything is on
@@ -136,6 +141,8 @@ class LocalCloud:
         self._sqs_source: Any = None
         self._client_host: Any = None
         self._env = EnvironPatch()
+        self.region = REGION
+        self._model: ModelSetup | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -143,16 +150,22 @@ class LocalCloud:
         o = self.options
         for service in SERVICES:
             _check_free(o.host, _port(o, service), service)
+        # Before any service: a model that cannot be used stops start-up at once.
+        self._model = self._resolve_model()
+        self.region = self._model.region
         try:
             aws_url = self._start_aws()
             self._loop = LoopThread().start()
             identity = self._start_cognito()
-            bedrock_url = self._start_bedrock()
+            bedrock_url = None
+            if self._model.source == SIMULATED:
+                bedrock_url = self._start_bedrock()
+                self._model = self._model.with_endpoint(bedrock_url)
             lambda_url = self._start_lambdas()
             self._start_gateway()
             self._start_appsync(identity)
             self._queues = self._provision(aws_url)
-            app_env = self._set_app_env(aws_url, bedrock_url, identity, lambda_url)
+            app_env = self._set_app_env(aws_url, identity, lambda_url)
             # Before the app is imported: GET /config publishes this URL.
             function_url = self._start_function_url(app_env)
             if function_url is not None:
@@ -177,11 +190,12 @@ class LocalCloud:
                 "endpoint": self._cognito.endpoint,
                 "userPoolId": identity["userPoolId"],
                 "clientId": identity["clientId"],
-                "region": REGION,
+                "region": self.region,
                 "issuer": identity["issuer"],
                 "jwksUrl": identity["jwksUrl"],
             },
-            "bedrock": bedrock_url,
+            "bedrock": bedrock_url,  # None with real Bedrock
+            "model": self._model_endpoint(),
             "aws": aws_url,
             "lambda": lambda_url,
             "user": {"username": identity["username"], "password": identity["password"]},
@@ -257,7 +271,7 @@ class LocalCloud:
         from local.cognito import CognitoEmulator
 
         assert self._loop is not None
-        self._cognito = CognitoEmulator(REGION)
+        self._cognito = CognitoEmulator(self.region)
         self._loop.run(self._cognito.start(self.options.host, _port(self.options, "cognito")))
         return self._cognito.ensure_pool_with_user(
             pool_name="llm-stream-local",
@@ -302,7 +316,7 @@ class LocalCloud:
 
         assert self._loop is not None
         self._gateway = WebSocketGateway(
-            self._lambdas, region=REGION, limits=self.options.gateway_limits
+            self._lambdas, region=self.region, limits=self.options.gateway_limits
         )
         self._loop.run(self._gateway.start(self.options.host, _port(self.options, "websocket")))
 
@@ -322,11 +336,9 @@ class LocalCloud:
         self._appsync = AppSyncEmulator(
             self._lambdas,
             verifier=verifier,
-            region=REGION,
-            credentials=(
-                LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            ),
+            region=self.region,
+            # What the producers sign with: the local credentials, or real Bedrock's.
+            credentials=self._model.signing_credentials,
             ka_interval_s=self.options.appsync_ka_interval_s,
         )
         self._loop.run(self._appsync.start(self.options.host, _port(self.options, "appsync")))
@@ -335,7 +347,9 @@ class LocalCloud:
         from chalicelib.settings import Settings
         from local.sqs_source import SqsEventSource
 
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=aws_url, **_boto_credentials())
+        sqs = boto3.client(
+            "sqs", region_name=self.region, endpoint_url=aws_url, **_boto_credentials()
+        )
         self._sqs_source = SqsEventSource(
             self._lambdas,
             sqs,
@@ -344,20 +358,40 @@ class LocalCloud:
             function_name=WORKER_FUNCTION,
             batch_size=Settings.from_env().worker_batch_size,
             max_concurrency=MAX_CONCURRENT_INVOCATIONS,
-            region=REGION,
+            region=self.region,
         )
         self._sqs_source.start()
 
+    def _resolve_model(self) -> ModelSetup:
+        from chalicelib.settings import Settings
+
+        model_id = Settings.from_env({**os.environ, **self.options.app_env}).model_id
+        return model_setup(self.options.model_source, model_id, REGION)
+
+    def _model_endpoint(self) -> dict[str, str]:
+        """What ``endpoints["model"]`` says of the model (no credentials)."""
+        from chalicelib.settings import Settings
+
+        assert self._model is not None
+        model_id = Settings.from_env().model_id
+        return {
+            "source": self._model.source,
+            "region": self.region,
+            "id": model_id,
+            "description": self._model.describe(model_id),
+        }
+
     def _set_app_env(
-        self, aws_url: str, bedrock_url: str, identity: dict[str, str], lambda_url: str
+        self, aws_url: str, identity: dict[str, str], lambda_url: str
     ) -> dict[str, str]:
+        assert self._model is not None
         env = {
-            **LOCAL_CREDENTIALS,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
+            # Credentials, Bedrock's endpoint (the simulated model's) and the model's label.
+            **self._model.app_env(),
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
             "AWS_ENDPOINT_URL_DYNAMODB": aws_url,
             "AWS_ENDPOINT_URL_SQS": aws_url,
-            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_url,
             "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
             "WEBSOCKET_MANAGEMENT_URL": self._gateway.management_url,
             "PUBLIC_WEBSOCKET_URL": self._gateway.url,
@@ -372,7 +406,6 @@ class LocalCloud:
             "JWT_ISSUER": identity["issuer"],
             "JWKS_URL": identity["jwksUrl"],
             "PUBLIC_COGNITO_ENDPOINT": self._cognito.endpoint,
-            "MODEL_LABEL": "local simulated model",
             "POWERTOOLS_SERVICE_NAME": "llm-stream",
             **self.options.app_env,
         }
@@ -385,7 +418,7 @@ class LocalCloud:
         from local.provision import create_queues, create_tables
 
         settings = Settings.from_env()
-        clients = {"region_name": REGION, "endpoint_url": aws_url, **_boto_credentials()}
+        clients = {"region_name": self.region, "endpoint_url": aws_url, **_boto_credentials()}
         create_tables(boto3.client("dynamodb", **clients), settings)
         visibility = self.options.queue_visibility_timeout_s
         return create_queues(
@@ -401,6 +434,7 @@ class LocalCloud:
         from chalicelib.settings import Settings
         from local.function_url import FunctionUrlHost
 
+        assert self._model is not None
         handler = NODE_FUNCTION_DIR / "index.mjs"
         # Written separately from the rest: until it is there the other transports still work.
         problem = None
@@ -420,6 +454,7 @@ class LocalCloud:
             "STREAMS_TABLE": settings.streams_table,
             "FRAMES_TABLE": settings.frames_table,
             "MODEL_ID": settings.model_id,
+            **self._model.node_env(),
             **app_env,
         }
         self._function_url = FunctionUrlHost(

@@ -28,6 +28,7 @@ class Cloud:
     def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.endpoints_file = tmp / "endpoints.json"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        child_env.pop("LOCAL_MODEL", None)  # the simulated model unless a test asks
         child_env.update(env or {})
         self.proc = subprocess.Popen(
             [
