@@ -9,14 +9,9 @@ No AWS account, credentials or network beyond PyPI (Chalice pip-installs require
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
-import sys
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,15 +19,13 @@ from typing import Any
 import pytest
 
 from chalicelib.stream_store import FRAMES_TABLE_SCHEMA, STREAMS_TABLE_SCHEMA
+from tests.cdk.synth_support import CDK_DIR, REPO_ROOT, SYNTH_REGION, Synth
 
 pytestmark = pytest.mark.cdk
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CDK_DIR = REPO_ROOT / "cdk"
 NODE_FUNCTION_DIR = REPO_ROOT / "node_function"
 PYTHON_RUNTIME = "python3.12"
 NODE_RUNTIMES = {"nodejs22.x", "nodejs24.x"}
-FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
 EXPECTED_ENV = (
     "STREAMS_TABLE",
     "FRAMES_TABLE",
@@ -45,8 +38,9 @@ EXPECTED_ENV = (
 )
 STAGE = "api"
 WS_HOST = "<WebsocketAPI>.execute-api.<AWS::Region>.<AWS::URLSuffix>"
+# ARNs the stack builds with format_arn name the synth Region (a deploy's is concrete too).
 CONNECTIONS_ARN = (
-    f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<WebsocketAPI>"
+    f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
     f"/{STAGE}/POST/@connections/*"
 )
 WS_ROUTES = {
@@ -68,88 +62,6 @@ APPSYNC_RESOLVERS = {
 WORKER_TIMEOUT_S = 180
 WORKER_BATCH_SIZE = 1
 WORKER_MAX_RECEIVE_COUNT = 3
-
-
-@dataclass(frozen=True)
-class Synth:
-    stack: Any
-    resources: dict[str, dict[str, Any]]
-    outputs: dict[str, Any]
-    nag_report: Any
-    acknowledgements: dict[str, str]
-    deployment_zips: list[Path]
-    app_module_before: ModuleType | None
-    app_module_after: ModuleType | None
-    leaked_env: dict[str, str]
-    assembly_dir: Path
-
-    def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
-
-    def functions(self) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v["Type"] in FUNCTION_TYPES}
-
-    def stream_function(self) -> tuple[str, dict[str, Any]]:
-        """The Node.js Function URL streamer: the only plain AWS::Lambda::Function."""
-        (found,) = self.of_type("AWS::Lambda::Function").items()
-        return found
-
-
-@pytest.fixture(scope="module")
-def stack_module() -> Iterator[ModuleType]:
-    """``cdk/stacks/llm_stream_stack.py``, imported without leaving ``cdk/`` on sys.path
-    (``cdk/app.py`` would otherwise shadow the Chalice ``app`` module for other tests)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(CDK_DIR))
-        module = importlib.import_module("stacks.llm_stream_stack")
-    yield module
-
-
-@pytest.fixture(scope="module")
-def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    import aws_cdk as cdk
-    from aws_cdk.assertions import Template
-    from cdk_nag import AwsSolutionsChecks
-
-    workdir = tmp_path_factory.mktemp("cdk-synth")
-    app_module_before = sys.modules.get("app")
-    env_before = dict(os.environ)
-    with pytest.MonkeyPatch.context() as mp:
-        # The Chalice construct imports app.py, whose botocore setup needs a Region.
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe for credentials
-        mp.chdir(workdir)  # the construct writes chalice.out/ into the working directory
-        env_during = dict(os.environ)
-        app = cdk.App(outdir=str(workdir / "cdk.out"))
-        # The real node_function/ (index.mjs required); whether `npm ci` ran there is not
-        # this suite's concern (make synth / cdk synth check it: require_node_modules).
-        stack = stack_module.LlmStreamStack(app, "LlmStream", require_node_modules=False)
-        nag = AwsSolutionsChecks(app, verbose=True)
-        cdk.Validations.of(app).add_plugins(nag)  # as cdk/app.py does
-        template = Template.from_stack(stack).to_json()
-        report = nag.validate_scope(app)
-        leaked = {k: v for k, v in os.environ.items() if env_during.get(k) != v}
-        zips = sorted((workdir / "chalice.out").glob("*/deployment.zip"))
-    assert dict(os.environ) == env_before
-
-    acknowledgements: dict[str, str] = {}
-    for construct in app.node.find_all():
-        for entry in construct.node.metadata:
-            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY and entry.data:
-                for rule, reason in dict(entry.data).items():
-                    acknowledgements[re.sub(r"^annotation::", "", rule, flags=re.I)] = reason
-    return Synth(
-        stack=stack,
-        resources=template["Resources"],
-        outputs=template.get("Outputs", {}),
-        nag_report=report,
-        acknowledgements=acknowledgements,
-        deployment_zips=zips,
-        app_module_before=app_module_before,
-        app_module_after=sys.modules.get("app"),
-        leaked_env=leaked,
-        assembly_dir=workdir / "cdk.out",
-    )
 
 
 def _ref(resource_id: str) -> dict[str, str]:
@@ -465,7 +377,7 @@ def test_authorizer_invoke_permission_is_scoped_to_the_authorizer(synth: Synth) 
     assert permission["Action"] == "lambda:InvokeFunction"
     assert permission["Principal"] == "apigateway.amazonaws.com"
     assert _flat(permission["SourceArn"]) == (
-        "arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<WebsocketAPI>"
+        f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
         f"/authorizers/<{authorizer_id}>"
     )
 
@@ -794,7 +706,7 @@ def test_graphql_api_takes_user_pool_tokens_of_the_app_client_and_iam(synth: Syn
     assert props["AuthenticationType"] == "AMAZON_COGNITO_USER_POOLS"
     pool_config = props["UserPoolConfig"]
     assert pool_config["UserPoolId"] == _ref(pool_id)
-    assert pool_config["AwsRegion"] == _ref("AWS::Region")
+    assert pool_config["AwsRegion"] == SYNTH_REGION
     assert pool_config["DefaultAction"] == "ALLOW"
     # Anchored: tokens of this app client only, not of any client whose id contains it.
     assert _flat(pool_config["AppIdClientRegex"]) == f"^<{client_id}>$"
@@ -1050,7 +962,7 @@ def test_only_the_worker_may_call_appsync_and_only_publish_frames(synth: Synth) 
     api_id, _ = _api(synth)
     assert _grants(synth, "appsync:") == {
         "AppsyncWorker": {
-            "arn:<AWS::Partition>:appsync:<AWS::Region>:<AWS::AccountId>:apis/"
+            f"arn:<AWS::Partition>:appsync:{SYNTH_REGION}:<AWS::AccountId>:apis/"
             f"<{api_id}.ApiId>/types/Mutation/fields/publishFrames"
         }
     }
