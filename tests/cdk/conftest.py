@@ -29,6 +29,12 @@ def stack_module() -> Iterator[ModuleType]:
     yield module
 
 
+@pytest.fixture(scope="session")
+def stacks(stack_module: ModuleType) -> ModuleType:
+    """The ``stacks`` package, its construct modules loaded (``stacks.props``, ...)."""
+    return sys.modules["stacks"]
+
+
 def fake_client_dist(directory: Path) -> Path:
     """A stand-in for the built client (``client/dist``), so this suite does not depend on the
     client having been built; the stack checks only that index.html exists."""
@@ -63,6 +69,7 @@ def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
             "LlmStream",
             env=cdk.Environment(region=SYNTH_REGION),
             require_node_modules=False,
+            client_dist_dir=client_dist,
         )
         nag = AwsSolutionsChecks(app, verbose=True)
         cdk.Validations.of(app).add_plugins(nag)  # as cdk/app.py does

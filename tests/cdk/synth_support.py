@@ -12,6 +12,9 @@ CDK_DIR = REPO_ROOT / "cdk"
 FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
 # The Region of the unit-test synth (a deploy needs a concrete one; see cdk/app.py).
 SYNTH_REGION = "us-east-1"
+# Logical id prefixes of aws-cdk-lib's singleton provider functions (BucketDeployment,
+# AwsCustomResource).
+CDK_PROVIDER_PREFIXES = ("CustomCDKBucketDeployment", "AWS679f53fac002430cb0da5b7982bd2287")
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,22 @@ class Synth:
     def functions(self) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if v["Type"] in FUNCTION_TYPES}
 
+    def cdk_provider_functions(self) -> set[str]:
+        """aws-cdk-lib's own custom-resource functions (client upload, CORS update)."""
+        return {
+            k for k in self.of_type("AWS::Lambda::Function") if k.startswith(CDK_PROVIDER_PREFIXES)
+        }
+
+    def project_functions(self) -> dict[str, dict[str, Any]]:
+        """The functions of this project: Chalice's and the Node.js streamer."""
+        providers = self.cdk_provider_functions()
+        return {k: v for k, v in self.functions().items() if k not in providers}
+
     def stream_function(self) -> tuple[str, dict[str, Any]]:
         """The Node.js Function URL streamer: the only plain AWS::Lambda::Function with the
         project's handler (the others are CDK's custom-resource providers)."""
+        providers = self.cdk_provider_functions()
         (found,) = [
-            (k, v)
-            for k, v in self.of_type("AWS::Lambda::Function").items()
-            if v["Properties"].get("Handler") == "index.handler"
-            and "Custom" not in k
-            and "AWS679f53fac002430cb0da5b7982bd2287" not in k
+            (k, v) for k, v in self.of_type("AWS::Lambda::Function").items() if k not in providers
         ]
         return found

@@ -165,8 +165,8 @@ def _eslint(*args: str, stdin: str | None = None) -> list[dict[str, Any]]:
     return json.loads(result.stdout)
 
 
-def test_every_appsync_resolver_passes_appsyncs_recommended_rules(stack_module: Any) -> None:
-    deployed = {code_file for *_, code_file in stack_module.APPSYNC_RESOLVERS}
+def test_every_appsync_resolver_passes_appsyncs_recommended_rules(stacks: Any) -> None:
+    deployed = {code_file for *_, code_file in stacks.graphql.APPSYNC_RESOLVERS}
     report = {Path(f["filePath"]).name: f for f in _eslint("appsync")}
     assert deployed <= set(report)
     problems = {
