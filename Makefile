@@ -65,6 +65,9 @@ $(VALIDATORS_STAMP): requirements-validators.txt
 	$(VALIDATORS)/bin/pip install --quiet -r requirements-validators.txt
 	@touch $@
 
+# The stack deploys the built client (client/dist) and fails without it.
+synth deploy: client
+
 # The validators alone (cfn-lint, checkov baseline, AppSync ESLint rules, schema).
 .PHONY: validate
 validate: install

@@ -62,7 +62,7 @@ REST_ACCESS_LOG_FORMAT = json.dumps(
 
 def method_setting_path(path: str) -> str:
     """A resource path as API Gateway's MethodSettings want it: '/' inside it as '~1'."""
-    return "/" + path.removeprefix("/").replace("/", "~1")
+    return "/" + path.replace("/", "~1")
 
 
 @jsii.implements(cdk.IStableStringProducer)
@@ -274,7 +274,8 @@ class ChaliceApp(Chalice):
             )
         api.add_property_override("MethodSettings", settings)
         if logs_ready is not None:
-            # SAM passes the API's DependsOn to the stage it generates.
+            # SAM puts the API's DependsOn on the RestApi it generates; its stage refers to
+            # the RestApi (through the deployment), so it is created after the setting too.
             api.add_resource_dependency(logs_ready)
         self.rest_access_log_group = log_group
         return log_group

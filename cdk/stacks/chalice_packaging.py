@@ -24,10 +24,12 @@ from chalice.deploy.packager import DependencyBuilder, MissingDependencyError, P
 
 # Modules of the Chalice project that its packaging imports.
 _APP_MODULES = ("app", "chalicelib")
-# (owner, member): what chalice_packaging replaces or relies on.
+# (owner, member): what chalice_packaging replaces or relies on (download_manylinux_wheels
+# builds the pip arguments that _execute amends).
 PATCHED_INTERNALS = (
     (ChaliceConfig, "lambda_python_version"),
     (PipRunner, "_execute"),
+    (PipRunner, "download_manylinux_wheels"),
     (DependencyBuilder, "build_site_packages"),
     (MissingDependencyError, "__init__"),
 )

@@ -45,13 +45,12 @@ def fake_client_dist(directory: Path) -> Path:
     return directory
 
 
-@pytest.fixture(scope="session")
-def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+def synthesize(stack_module: ModuleType, workdir: Path, **stack_kwargs: object) -> Synth:
+    """Synthesize the stack as ``cdk synth`` would (cdk-nag included) in ``workdir``."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
     from cdk_nag import AwsSolutionsChecks
 
-    workdir = tmp_path_factory.mktemp("cdk-synth")
     client_dist = fake_client_dist(workdir / "client-dist")
     app_module_before = sys.modules.get("app")
     env_before = dict(os.environ)
@@ -70,6 +69,7 @@ def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
             env=cdk.Environment(region=SYNTH_REGION),
             require_node_modules=False,
             client_dist_dir=client_dist,
+            **stack_kwargs,
         )
         nag = AwsSolutionsChecks(app, verbose=True)
         cdk.Validations.of(app).add_plugins(nag)  # as cdk/app.py does
@@ -99,3 +99,8 @@ def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) ->
         assembly_dir=workdir / "cdk.out",
         client_dist=client_dist,
     )
+
+
+@pytest.fixture(scope="session")
+def synth(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return synthesize(stack_module, tmp_path_factory.mktemp("cdk-synth"))
