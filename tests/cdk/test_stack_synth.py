@@ -4,7 +4,8 @@ Function URL (architecture 1: runtime, streaming URL, CORS, public-invoke permis
 and AppSync + SQS (architecture 3: auth modes, schema, resolvers, queues, event source, IAM).
 
 No AWS account, credentials or network beyond PyPI (Chalice pip-installs requirements.txt into
-``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per module.
+``.chalice/deployments/`` once; later runs reuse it). The stack is synthesized once per session
+(tests/cdk/conftest.py).
 """
 
 from __future__ import annotations
