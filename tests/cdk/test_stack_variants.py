@@ -1,12 +1,19 @@
-"""The WebSocket generator's on-failure destination: wired when the Chalice app has
-``ws_generate_failed`` (logical id WsGenerateFailed), absent otherwise. A crashed generator
-(async invoke, no retries) is then ended promptly with an error frame, not only after its
-lease lapses. The present case synthesizes a copy of the project whose app.py has the
-function."""
+"""The stack's variants, against a second synth (of a copy of the project) that differs from
+the default one in every optional part:
+
+* the WebSocket generator's on-failure destination, wired when the Chalice app has
+  ``ws_generate_failed`` (logical id WsGenerateFailed): a crashed generator (async invoke, no
+  retries) is then ended promptly with an error frame, not only after its lease lapses;
+* an extra allowed origin (``-c extraAllowedOrigins=...``), which turns the REST API's CORS on
+  for that origin and adds it to the Function URL's;
+* an account that already has API Gateway's CloudWatch Logs role
+  (``-c apiGatewayLogsRole=existing``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from types import ModuleType
 from typing import Any
@@ -19,6 +26,7 @@ from tests.cdk.synth_support import REPO_ROOT, SYNTH_REGION, Synth
 pytestmark = pytest.mark.cdk
 
 FAILED = "WsGenerateFailed"
+EXTRA_ORIGIN = "http://localhost:5173"
 CONNECTIONS_ARN = (
     f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
     "/api/POST/@connections/*"
@@ -65,7 +73,9 @@ def _grants(synth: Synth, role_id: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def synth_with_handler(stack_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+def synth_with_handler(
+    stack_module: ModuleType, stacks: ModuleType, tmp_path_factory: pytest.TempPathFactory
+) -> Synth:
     project = tmp_path_factory.mktemp("project-with-failure-handler")
     for name in ("app.py", "requirements.txt"):
         shutil.copy(REPO_ROOT / name, project / name)
@@ -80,6 +90,9 @@ def synth_with_handler(stack_module: ModuleType, tmp_path_factory: pytest.TempPa
         workdir,
         source_dir=project,
         node_function_dir=REPO_ROOT / "node_function",
+        props=stacks.props.LlmStreamProps(
+            extra_allowed_origins=(EXTRA_ORIGIN,), api_gateway_logs_role="existing"
+        ),
     )
 
 
@@ -149,3 +162,30 @@ def test_the_stack_with_the_handler_stays_clean(synth_with_handler: Synth) -> No
         ready = {n for n, deps in graph.items() if n not in done and deps - {n} <= done}
         assert ready, f"cycle among {sorted(set(graph) - done)}"
         done |= ready
+
+
+def test_an_extra_origin_gets_rest_and_function_url_cors(synth_with_handler: Synth) -> None:
+    synth = synth_with_handler
+    for function_id in synth.of_type("AWS::Serverless::Function"):
+        env = synth.resources[function_id]["Properties"]["Environment"]["Variables"]
+        assert env["CORS_ALLOW_ORIGIN"] == EXTRA_ORIGIN, function_id
+    body = json.dumps(synth.resources["RestAPI"]["Properties"]["DefinitionBody"])
+    assert set(re.findall(r'Access-Control-Allow-Origin": "([^"]*)"', body)) == {
+        f"'{EXTRA_ORIGIN}'"
+    }
+    (updater,) = synth.of_type("Custom::AWS").values()
+    call = json.loads(_flat(updater["Properties"]["Create"]))
+    (distribution_id,) = synth.of_type("AWS::CloudFront::Distribution")
+    assert call["parameters"]["Cors"]["AllowOrigins"] == [
+        f"https://<{distribution_id}.DomainName>",
+        EXTRA_ORIGIN,
+    ]
+
+
+def test_an_existing_logging_role_is_left_alone(synth_with_handler: Synth) -> None:
+    synth = synth_with_handler
+    assert synth.of_type("AWS::ApiGateway::Account") == {}
+    assert "DependsOn" not in synth.resources["RestAPI"]
+    (stage,) = synth.of_type("AWS::ApiGatewayV2::Stage").values()
+    assert "AccessLogSettings" in stage["Properties"]  # still logged, with the account's role
+    assert "AccessLogSetting" in synth.resources["RestAPI"]["Properties"]
