@@ -98,6 +98,26 @@ ifneq ($(wildcard node_function/package.json),)
 test: test-node
 endif
 
+# AWS's template validators (cfn-lint after the SAM transform, checkov; tests/cdk/
+# test_validators.py) in their own venv: they pin packages below the project's versions.
+VALIDATORS       := .tools/validators
+VALIDATORS_STAMP := $(VALIDATORS)/.installed
+install: $(VALIDATORS_STAMP)
+test-python: $(VALIDATORS_STAMP) $(CDK_STAMP)
+
+$(VALIDATORS_STAMP): requirements-validators.txt
+	@test -x $(VALIDATORS)/bin/python || $(PYTHON) -m venv $(VALIDATORS)
+	$(VALIDATORS)/bin/pip install --quiet -r requirements-validators.txt
+	@touch $@
+
+# The stack deploys the built client (client/dist) and fails without it.
+synth deploy: client
+
+# The validators alone (cfn-lint, checkov baseline, AppSync ESLint rules, schema).
+.PHONY: validate
+validate: install
+	$(BIN)/pytest tests/cdk/test_validators.py
+
 # The fault and security suite alone (marker `security`; `make test` runs it too).
 .PHONY: test-security
 test-security: install ## the fault and security suite alone (pytest -m security)

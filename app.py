@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +27,19 @@ logger = Logger(service="llm-stream")
 app.websocket_api = ws_flow.WebsocketManagementAPI(services.settings().websocket_management_url)
 app.websocket_api.session = boto3.session.Session()
 
-_cors = CORSConfig(
-    allow_origin=services.settings().cors_allow_origin,
-    allow_headers=["Authorization", "Content-Type"],
-    max_age=600,
+# "none": no CORS at all. On AWS the page and the REST API share the CloudFront origin, so
+# the stack turns CORS off unless the deployer names another origin.
+_cors = (
+    CORSConfig(
+        allow_origin=services.settings().cors_allow_origin,
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    if services.settings().cors_allow_origin != "none"
+    else None
 )
+# A host name as CloudFront puts the page's host in X-Forwarded-Host (cdk/stacks/hosting.py).
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
 
 
 @app.authorizer(ttl_seconds=0)
@@ -78,8 +87,12 @@ def _rest_url() -> str:
     configured = services.settings().public_rest_url
     if configured:
         return configured
-    # On API Gateway the API's own URL is known only from the request.
     request = app.current_request
+    # Through CloudFront: the REST paths are on the page's own origin, at its root.
+    forwarded = request.headers.get("x-forwarded-host", "")
+    if _HOST_RE.match(forwarded):
+        return f"https://{forwarded}/"
+    # On API Gateway the API's own URL is known only from the request.
     ctx = request.context or {}
     domain = ctx.get("domainName") or request.headers.get("host", "")
     stage = ctx.get("stage", "")

@@ -1,9 +1,12 @@
 """CDK entry point: ``cd cdk && npx cdk synth`` (or ``../.venv/bin/python app.py``).
 
-Context (``-c name=value``): modelId, allowedOrigin, logLevel, threatProtection,
-streamReservedConcurrency (an integer, or "none" for no reservation).
+Context (``-c name=value``, see stacks/props.py): modelId, extraAllowedOrigins, logLevel,
+threatProtection, streamReservedConcurrency, apiGatewayLogsRole.
 
-node_function/ must hold index.mjs and its installed dependencies (`npm ci --omit=dev`).
+The Region must be concrete (CDK_DEFAULT_REGION, set by the CLI from the profile, or
+AWS_DEFAULT_REGION): the default model's inference profile and its permissions follow it.
+node_function/ must hold index.mjs and its installed dependencies (`npm ci --omit=dev`), and
+client/dist the built client (`make client`).
 """
 
 from __future__ import annotations
@@ -12,9 +15,16 @@ import os
 import sys
 from pathlib import Path
 
+# The deployment Region: the CLI's (from the profile), else the environment's.
+REGION = os.environ.get("CDK_DEFAULT_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+if not REGION:
+    sys.exit(
+        "No AWS Region: set AWS_DEFAULT_REGION (or a region in the AWS profile the CDK CLI "
+        "uses); the default model's inference profile depends on it"
+    )
 # Before importing aws_cdk/chalice: the Chalice construct imports the project's app.py, whose
 # boto3/botocore setup needs a Region, and the CDK CLI sets only CDK_DEFAULT_REGION.
-os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("CDK_DEFAULT_REGION", "us-east-1"))
+os.environ["AWS_DEFAULT_REGION"] = REGION
 
 # The stack shares its table schemas with the runtime (chalicelib), which lives one level up.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +42,10 @@ def main() -> None:
     LlmStreamStack(
         app,
         "LlmStream",
-        # Environment-agnostic unless the CLI resolved an account/Region (offline synth works).
+        # The account only if the CLI resolved one (offline synth works); the Region always.
         env=cdk.Environment(
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-            region=os.environ.get("CDK_DEFAULT_REGION"),
+            region=REGION,
         ),
         description="llm-stream: stream Amazon Bedrock tokens through serverless transports",
     )
