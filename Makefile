@@ -115,7 +115,7 @@ synth deploy: client
 
 # The validators alone (cfn-lint, checkov baseline, AppSync ESLint rules, schema).
 .PHONY: validate
-validate: install
+validate: install ## AWS's validators alone: cfn-lint, checkov baseline, AppSync ESLint rules, schema
 	$(BIN)/pytest tests/cdk/test_validators.py
 
 # The fault and security suite alone (marker `security`; `make test` runs it too).
