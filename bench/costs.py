@@ -83,7 +83,7 @@ PRICES: dict[str, Price] = {
     ),
 }
 
-# As cdk/stacks/llm_stream_stack.py configures the functions (all x86_64).
+# As the CDK stack (cdk/stacks/) configures the functions (all x86_64).
 LAMBDA_MEMORY_GB = {"function_url": 0.5, "websocket": 0.5, "appsync": 0.5}
 # Invocations per stream: the Node.js function; the authorizer, $connect, the stream
 # message ($default), the generator and $disconnect; the startStream resolver and the
