@@ -45,6 +45,8 @@ export interface RunnerOptions {
   maxResumeAttempts?: number;
   /** How often the state is written to sessionStorage while streaming. */
   saveIntervalMs?: number;
+  /** Told of every dropped connection (the page checks whether the session still holds). */
+  onDrop?: (reason: string) => void;
 }
 
 const RESUME_BASE_MS = 250;
@@ -198,6 +200,7 @@ export class StreamRunner {
       if (f.type === 'done') {
         patch.stopReason = f.stopReason;
         if (typeof f.usage?.outputTokens === 'number') trace.outputTokens = f.usage.outputTokens;
+        if (f.metrics) trace.modelMetrics = { ...f.metrics };
       }
       if (f.type === 'error' && f.error) patch.error = f.error;
     }
@@ -224,6 +227,7 @@ export class StreamRunner {
 
   private onDrop(reason: string): void {
     if (this.disposed || this.finished) return;
+    this.options.onDrop?.(reason);
     this.connection?.close();
     this.connection = undefined;
     if (this.resumeTimer) return; // already scheduled

@@ -59,6 +59,8 @@ export class StreamRequestError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The HTTP status, when the answer was HTTP. */
+    readonly status?: number,
   ) {
     super(message);
   }

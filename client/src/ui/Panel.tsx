@@ -1,6 +1,7 @@
 import type { Metrics } from '../stream/metrics';
 import { FINISHED, type RunState } from '../stream/runner';
 import type { TransportInfo } from '../transports';
+import type { ChatMessage } from '../transports/types';
 import { count, ms, rate } from './format';
 import { Markdown } from './Markdown';
 
@@ -16,11 +17,13 @@ interface Props {
   state: RunState | undefined;
   metrics: Metrics | undefined;
   canRun: boolean;
+  /** Earlier turns to show above the answer (conversation mode). */
+  transcript: ChatMessage[];
   onRun: () => void;
   onStop: () => void;
 }
 
-export function Panel({ info, color, state, metrics, canRun, onRun, onStop }: Props) {
+export function Panel({ info, color, state, metrics, canRun, transcript, onRun, onStop }: Props) {
   const running = state !== undefined && !FINISHED.has(state.status);
   const m = metrics;
   const titleId = `panel-${info.name}-title`;
@@ -60,6 +63,10 @@ export function Panel({ info, color, state, metrics, canRun, onRun, onStop }: Pr
       <dl className="metrics" aria-label={`${info.title} metrics`}>
         <Metric name="setup" label="Connection setup" value={ms(m?.setupMs)} />
         <Metric name="ttft" label="First token" value={ms(m?.ttftMs)} />
+        <Metric name="model-ttft" label="Model first token" value={ms(m?.modelFirstTokenMs)} />
+        <Metric name="overhead" label="Overhead to first token" value={ms(m?.overheadMs)} />
+        <Metric name="lag" label="Streaming lag" value={ms(m?.streamingLagMs)} />
+        <Metric name="completion" label="Completion delay" value={ms(m?.completionDelayMs)} />
         <Metric name="chars-per-s" label="Chars / s" value={rate(m?.charsPerSecond)} />
         <Metric name="tokens-per-s" label="Tokens / s" value={rate(m?.tokensPerSecond)} />
         <Metric name="total" label={running ? 'Elapsed' : 'Total'} value={ms(running ? m?.elapsedMs : m?.totalMs)} />
@@ -75,8 +82,24 @@ export function Panel({ info, color, state, metrics, canRun, onRun, onStop }: Pr
         <Metric name="pause" label="Longest pause" value={ms(m?.longestPauseMs)} />
         <Metric name="resumes" label="Resumes" value={m ? count(m.resumes) : '–'} />
       </dl>
-      <div className="answer" data-testid="answer" aria-live="off" aria-busy={running}>
-        {state ? <Markdown text={state.text} /> : <p className="placeholder">No answer yet.</p>}
+      {/* Focusable: the pane scrolls, and keyboard users must be able to scroll it. */}
+      <div
+        className="answer"
+        tabIndex={0}
+        role="region"
+        aria-label={`${info.title} answer`}
+        aria-live="off"
+        aria-busy={running}
+      >
+        {transcript.map((msg, i) => (
+          <div key={i} className={`turn turn-${msg.role}`} data-testid="turn">
+            <p className="turn-role">{msg.role === 'user' ? 'You' : 'Model'}</p>
+            {msg.role === 'user' ? <p className="turn-text">{msg.content}</p> : <Markdown text={msg.content} />}
+          </div>
+        ))}
+        <div data-testid="answer">
+          {state ? <Markdown text={state.text} /> : transcript.length === 0 && <p className="placeholder">No answer yet.</p>}
+        </div>
       </div>
     </section>
   );
