@@ -43,11 +43,19 @@ export function App() {
     [config, user],
   );
 
-  // The token was refused (its pool or signing key is gone): back to sign-in, saying why.
+  // The token was refused (its pool or signing key is gone): back to sign-in, saying why,
+  // with the settings read again (a restarted local cloud has a new pool and app client).
   const onSessionInvalid = useCallback(() => {
     if (!config) return;
-    setPhase({ kind: 'ready', config, user: null, notice: sessionEndedMessage(config) });
-    void signOut().catch(() => undefined);
+    const notice = sessionEndedMessage(config);
+    setPhase({ kind: 'ready', config, user: null, notice });
+    void (async () => {
+      await signOut().catch(() => undefined);
+      const fresh = await loadConfig();
+      installLoopbackWebSocketShim(fresh.endpoints.appsync.graphql);
+      configureAmplify(fresh);
+      setPhase((p) => (p.kind === 'ready' && !p.user ? { kind: 'ready', config: fresh, user: null, notice } : p));
+    })().catch(() => undefined);
   }, [config]);
 
   useEffect(() => {

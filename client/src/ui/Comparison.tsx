@@ -103,19 +103,30 @@ export function Comparison({ config, rest, transports, onSessionInvalid, handle 
   const mounted = useRef(true);
   const checking = useRef(false);
 
-  /** One REST call decides whether a failure was the token being refused. */
+  /**
+   * Decides whether a failure was the token being refused: the REST API first (same
+   * origin on AWS), then the Function URL (whose 401 a page on another origin can read).
+   */
   const checkSession = useCallback(() => {
     if (checking.current) return;
     checking.current = true;
-    rest
-      .running()
-      .catch((err: unknown) => {
-        if (isUnauthorized(err) && mounted.current) onSessionInvalid();
-      })
+    (async () => {
+      try {
+        await rest.running();
+        return;
+      } catch (err) {
+        if (isUnauthorized(err)) {
+          if (mounted.current) onSessionInvalid();
+          return;
+        }
+      }
+      if ((await transports.functionUrl.acceptsToken?.()) === false && mounted.current) onSessionInvalid();
+    })()
+      .catch(() => undefined)
       .finally(() => {
         checking.current = false;
       });
-  }, [rest, onSessionInvalid]);
+  }, [rest, transports, onSessionInvalid]);
 
   // Batches runner updates into one render per animation frame.
   const onChange = useCallback(

@@ -56,7 +56,7 @@ export function SummaryTable({ rows }: { rows: Row[] }) {
           {rows.map(({ info, state, metrics: m }) => (
             <tr key={info.name} data-transport={info.name}>
               <th scope="row">{info.title}</th>
-              <td>{statusLabel(state)}</td>
+              <td className="status-cell">{statusLabel(state)}</td>
               {SUMMARY_METRICS.map((key, i) => {
                 const def = METRIC_BY_KEY[key];
                 const v = verdicts[i];
@@ -65,7 +65,7 @@ export function SummaryTable({ rows }: { rows: Row[] }) {
                 return (
                   <td key={key} data-metric={key} className={best ? 'best' : undefined}>
                     {formatValue(def, m?.[key])}
-                    {best && <span className="badge"> ★ best</span>}
+                    {best && <span className="badge">★ best</span>}
                     {!best && diff !== undefined && <span className="diff">{formatDiff(def, diff)}</span>}
                   </td>
                 );
