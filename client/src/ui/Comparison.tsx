@@ -17,7 +17,7 @@ import { count, ms } from './format';
 import { LiveChart, type ChartSeries } from './LiveChart';
 import { Panel } from './Panel';
 import { RunningStreams } from './RunningStreams';
-import { StatsTable, summaryGrid } from './StatsTable';
+import { StatsTable, summaryGrid, VerdictList } from './StatsTable';
 import { SummaryTable } from './SummaryTable';
 import { SERIES_STYLE, useColorScheme } from './theme';
 
@@ -570,6 +570,7 @@ export function Comparison({ config, rest, transports, onSessionInvalid, handle 
             </button>
           </div>
         </div>
+        <VerdictList grid={grid} infos={TRANSPORTS} />
         <StatsTable grid={grid} infos={TRANSPORTS} />
       </section>
     </>

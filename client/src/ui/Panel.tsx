@@ -1,3 +1,4 @@
+import { METRIC_BY_KEY } from '../stats/definitions';
 import type { Metrics } from '../stream/metrics';
 import { FINISHED, type RunState } from '../stream/runner';
 import type { TransportInfo } from '../transports';
@@ -111,10 +112,40 @@ function gapsText(m: Metrics): string {
   return `${m.gapsRepaired} / ${m.gapsDetected}${m.framesRepaired ? ` (${frames})` : ''}`;
 }
 
+/** What each panel figure measures (the timing ones share the tables' definitions). */
+const PANEL_DEFINITIONS: Record<string, string> = {
+  setup: METRIC_BY_KEY.setupMs.definition,
+  ttft: METRIC_BY_KEY.ttftMs.definition,
+  'model-ttft': METRIC_BY_KEY.modelFirstTokenMs.definition,
+  overhead: METRIC_BY_KEY.overheadMs.definition,
+  lag: METRIC_BY_KEY.streamingLagMs.definition,
+  completion: METRIC_BY_KEY.completionDelayMs.definition,
+  'chars-per-s': METRIC_BY_KEY.charsPerSecond.definition,
+  'tokens-per-s': METRIC_BY_KEY.tokensPerSecond.definition,
+  total: 'Request sent → terminal frame arrived (while running: the time so far).',
+  pause: METRIC_BY_KEY.longestPauseMs.definition,
+  frames: 'Transcript frames released in seq order: start, deltas, the terminal frame.',
+  chars: 'Characters (code points) of all deltas.',
+  gaps: 'Holes in the seq order: repaired / detected, and the frames read from the stream store to fill them.',
+  duplicates: 'Frames that arrived twice (a replay after a resume, a store read racing live frames), shown once.',
+  heartbeats: 'Keep-alives during silence: SSE comments, WebSocket and AppSync heartbeat frames.',
+  resumes: 'New connections after a drop or a reload, each resuming from the last seq shown.',
+};
+
 function Metric({ name, label, value }: { name: string; label: string; value: string }) {
+  const definition = PANEL_DEFINITIONS[name];
   return (
     <div className="metric" data-metric={name}>
-      <dt>{label}</dt>
+      <dt>
+        {definition ? (
+          <details className="help">
+            <summary>{label}</summary>
+            <p>{definition}</p>
+          </details>
+        ) : (
+          label
+        )}
+      </dt>
       <dd>{value}</dd>
     </div>
   );

@@ -1,4 +1,4 @@
-import { METRICS, type MetricKey } from '../stats/definitions';
+import { METRIC_BY_KEY, METRICS, type MetricKey } from '../stats/definitions';
 import type { RunRecord } from '../stats/runLog';
 import { summarize, verdict, type Summary } from '../stats/stats';
 import type { TransportInfo } from '../transports';
@@ -15,6 +15,34 @@ export function summaryGrid(runs: readonly RunRecord[], order: readonly Transpor
     for (const name of order) grid[def.key][name] = summarize(runs.filter((r) => r.transport === name).map((r) => r[def.key]));
   }
   return grid;
+}
+
+const VERDICT_METRICS: readonly MetricKey[] = ['ttftMs', 'overheadMs', 'totalMs', 'streamingLagMs', 'setupMs'];
+
+/** One sentence per headline metric: who is best, by how much the others trail. */
+export function VerdictList({ grid, infos }: { grid: SummaryGrid; infos: readonly TransportInfo[] }) {
+  const order = infos.map((i) => i.name);
+  const title = (n: TransportName) => infos.find((i) => i.name === n)?.title ?? n;
+  const items = VERDICT_METRICS.flatMap((key) => {
+    const def = METRIC_BY_KEY[key];
+    const v = verdict(def, order, grid[key]);
+    if (!v) return [];
+    const others = order
+      .filter((n) => n !== v.best && v.diff[n] !== undefined)
+      .map((n) => `${title(n)} ${formatDiff(def, v.diff[n])}`);
+    return [
+      <li key={key} data-metric={key}>
+        <strong>{def.label}</strong>: {title(v.best)} is best (median {formatValue(def, grid[key][v.best]?.median)})
+        {others.length > 0 && `; ${others.join(', ')}`}.
+      </li>,
+    ];
+  });
+  if (items.length === 0) return null;
+  return (
+    <ul className="verdict" aria-label="Verdict" data-testid="verdict">
+      {items}
+    </ul>
+  );
 }
 
 /** Per metric and architecture over every completed run: median (★ best, others' difference), p90, min, max, count. */
