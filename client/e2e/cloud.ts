@@ -75,7 +75,15 @@ export class LocalCloud {
   async restart(): Promise<LocalCloud> {
     if (this.portBase === 0) throw new Error('restart() needs a cloud started on a fixed port base');
     await this.stop();
-    return LocalCloud.start(this.portBase);
+    // A port of the old cloud may take a moment to be released (its child processes).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LocalCloud.start(this.portBase);
+      } catch (err) {
+        if (attempt >= 10 || !/is in use/.test(String(err))) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -128,7 +136,8 @@ function portFree(port: number): Promise<boolean> {
 /** A base port with the local cloud's nine consecutive ports free (it can restart on them). */
 export async function freePortBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
+    // Below Linux's ephemeral range (32768+), where the OS picks other clouds' free ports.
+    const base = 12_000 + Math.floor(Math.random() * 20_000);
     let free = true;
     for (let p = base; p < base + 10 && free; p++) free = await portFree(p);
     if (free) return base;
