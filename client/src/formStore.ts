@@ -40,9 +40,9 @@ export function loadForm(defaults: FormState, storage: Storage = localStorage): 
   }
   const history: FormState['history'] = {};
   const h = (raw.history ?? {}) as Record<string, unknown>;
-  for (const name of ['functionUrl', 'websocket', 'appsync'] as const) {
-    const m = messages(h[name]);
-    if (m) history[name] = m;
+  for (const [name, value] of Object.entries(h)) {
+    const m = messages(value);
+    if (m) history[name as TransportName] = m;
   }
   return {
     prompt: str(raw.prompt, defaults.prompt),

@@ -493,10 +493,11 @@ export function Comparison({ config, rest, transports, onSessionInvalid, handle 
           <summary>How “Run N times” works</summary>
           <p>
             N rounds, each running every architecture once, one at a time, with the prompt alone (no conversation
-            history). Round r starts with architecture r mod 3 of Function URL → WebSocket → AppSync + SQS and wraps
-            around: FWA, WAF, AFW, FWA… so each architecture runs first, second and third equally often. Every run is
-            kept in this browser (local storage) until you clear them; cancelled and failed runs are kept and
-            exported but left out of the statistics.
+            history). Round r (counting from 0) starts with the architecture at position r mod {NAMES.length} (from 0) of{' '}
+            {NAMES.map((n) => TITLE[n]).join(' → ')} and wraps around (
+            {[0, 1, 2].map((r) => roundOrder(NAMES, r).map((n) => TITLE[n]).join(' → ')).join('; ')}; …), so over every {NAMES.length} rounds each
+            architecture runs once in every position. Every run is kept in this browser (local storage) until
+            you clear them; cancelled and failed runs are kept and exported but left out of the statistics.
           </p>
         </details>
         {batch && current && (
