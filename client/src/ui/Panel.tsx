@@ -1,4 +1,4 @@
-import { METRIC_BY_KEY } from '../stats/definitions';
+import { METRIC_BY_KEY, MIN_RATE_WINDOW_MS } from '../stats/definitions';
 import type { Metrics } from '../stream/metrics';
 import { FINISHED, type RunState } from '../stream/runner';
 import type { TransportInfo } from '../transports';
@@ -68,8 +68,8 @@ export function Panel({ info, color, state, metrics, canRun, transcript, onRun, 
         <Metric name="overhead" label="Overhead to first token" value={ms(m?.overheadMs)} />
         <Metric name="lag" label="Streaming lag" value={ms(m?.streamingLagMs)} />
         <Metric name="completion" label="Completion delay" value={ms(m?.completionDelayMs)} />
-        <Metric name="chars-per-s" label="Chars / s" value={rate(m?.charsPerSecond)} />
-        <Metric name="tokens-per-s" label="Tokens / s" value={rate(m?.tokensPerSecond)} />
+        <Metric name="chars-per-s" label="Chars / s" value={rate(m?.charsPerSecond)} hint={rateHint(m, m?.charsPerSecond)} />
+        <Metric name="tokens-per-s" label="Tokens / s" value={rate(m?.tokensPerSecond)} hint={rateHint(m, m?.tokensPerSecond)} />
         <Metric name="total" label={running ? 'Elapsed' : 'Total'} value={ms(running ? m?.elapsedMs : m?.totalMs)} />
         <Metric name="frames" label="Frames" value={m ? count(m.frames) : '–'} />
         <Metric name="chars" label="Characters" value={m ? count(m.chars) : '–'} />
@@ -132,7 +132,13 @@ const PANEL_DEFINITIONS: Record<string, string> = {
   resumes: 'New connections after a drop or a reload, each resuming from the last seq shown.',
 };
 
-function Metric({ name, label, value }: { name: string; label: string; value: string }) {
+/** Why a rate is not shown yet: its window is still shorter than the minimum. */
+function rateHint(m: Metrics | undefined, value: number | undefined): string | undefined {
+  if (!m || value !== undefined || m.ttftMs === undefined) return undefined;
+  return `Shown once at least ${MIN_RATE_WINDOW_MS / 1000} s lies between the first text and the end.`;
+}
+
+function Metric({ name, label, value, hint }: { name: string; label: string; value: string; hint?: string | undefined }) {
   const definition = PANEL_DEFINITIONS[name];
   return (
     <div className="metric" data-metric={name}>
@@ -146,7 +152,7 @@ function Metric({ name, label, value }: { name: string; label: string; value: st
           label
         )}
       </dt>
-      <dd>{value}</dd>
+      <dd title={hint}>{value}</dd>
     </div>
   );
 }
