@@ -71,6 +71,9 @@ function countCell(page: Page, metric: string, name: Name): Locator {
 }
 
 test('Run N times: statistics, distribution chart, the documented order, export', async ({ page, cloud }) => {
+  await page.goto(cloud.ep.client);
+  await expect(page.getByRole('button', { name: 'Sign in' })).toBeVisible();
+  await expectNoAxeViolations(page, 'on the sign-in page');
   await signIn(page, cloud);
   await expectNoAxeViolations(page, 'after sign-in');
   await runRounds(page, 'Statistics please [tokens=8]', 3);
