@@ -240,12 +240,6 @@ export function Comparison({ config, rest, transports, onSessionInvalid, handle 
   function buildRequest(name: TransportName, single: boolean): StartRequest | string {
     const text = prompt.trim();
     if (!text) return 'Enter a prompt.';
-    const chars = sentChars(single ? null : name);
-    if (chars > maxInput) {
-      return `The input is ${count(chars)} characters (prompt${system.trim() ? ', system prompt' : ''}${
-        !single && conversation ? ' and conversation' : ''
-      }); the limit is ${count(maxInput)}. Shorten it to send.`;
-    }
     const max = Number(maxTokens);
     if (!Number.isInteger(max) || max < 1 || max > config.limits.maxTokens) {
       return `Max tokens must be a whole number from 1 to ${config.limits.maxTokens}.`;
@@ -264,6 +258,12 @@ export function Comparison({ config, rest, transports, onSessionInvalid, handle 
       request.messages = messages;
     } else {
       request.prompt = text;
+    }
+    // What the server counts against its limit, exactly as it will be sent.
+    const chars = inputChars([request.system, request.prompt, ...(request.messages ?? []).map((m) => m.content)]);
+    if (chars > maxInput) {
+      const parts = ['prompt', request.system ? 'system prompt' : '', request.messages ? 'conversation' : ''].filter(Boolean);
+      return `The input is ${count(chars)} characters (${parts.join(', ')}); the limit is ${count(maxInput)}. Shorten it to send.`;
     }
     return request;
   }
