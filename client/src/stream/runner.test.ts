@@ -150,6 +150,17 @@ describe('StreamRunner', () => {
     expect(last().trace.modelMetrics).toEqual({ modelFirstTokenMs: 120, modelLatencyMs: 900 });
   });
 
+  it('keeps reasoning text apart from the answer, and across a reload', () => {
+    start(fakeRest([]).rest);
+    const ev = transport.last;
+    ev.onFrame(f(0, 'start'));
+    ev.onFrame(f(1, 'reasoning', { text: 'Think. ' }));
+    ev.onFrame(f(2, 'reasoning', { text: 'More.' }));
+    ev.onFrame(f(3));
+    expect(last()).toMatchObject({ reasoning: 'Think. More.', text: 't3 ' });
+    expect(saved.all()[0]).toMatchObject({ reasoning: 'Think. More.', lastSeq: 3 });
+  });
+
   it('gives up after the resume attempts fail, with an error naming the cause', async () => {
     const runner = StreamRunner.start(transport, fakeRest([]).rest, saved, { streamId: ID, prompt: 'Hi' }, (s) => states.push(s), {
       heartbeatIntervalS: 15,

@@ -98,6 +98,12 @@ export function Panel({ info, color, state, metrics, canRun, transcript, onRun, 
             {msg.role === 'user' ? <p className="turn-text">{msg.content}</p> : <Markdown text={msg.content} />}
           </div>
         ))}
+        {state?.reasoning && (
+          <details className="reasoning" data-testid="reasoning">
+            <summary>Reasoning ({state.reasoning.length.toLocaleString('en-US')} characters)</summary>
+            <p>{state.reasoning}</p>
+          </details>
+        )}
         <div data-testid="answer">
           {state ? <Markdown text={state.text} /> : transcript.length === 0 && <p className="placeholder">No answer yet.</p>}
         </div>
