@@ -33,8 +33,9 @@ export function RunningStreams({ rest, onDone }: { rest: RestApi; onDone: () => 
     const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     if (failed.length) setError(`Cancel failed: ${(failed[0]!.reason as Error).message}`);
     setBusy((b) => new Set([...b].filter((id) => !ids.includes(id))));
-    // Cancelling asks the producer to stop; its slot frees once the stream has ended.
-    for (let i = 0; i < 20; i++) {
+    // Cancelling asks the producer to stop; its slot frees once the stream has ended
+    // (within a flush interval or two; up to 15 s here before leaving it to Refresh).
+    for (let i = 0; i < 60; i++) {
       const left = await rest.running().catch(() => null);
       if (left) setStreams(left);
       if (!left || !left.some((s) => ids.includes(s.streamId))) break;
