@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from chalice import AuthResponse, Chalice, CORSConfig, Response
 from chalice.app import AuthRequest, SQSEvent, WebsocketEvent
 
-from chalicelib import appsync_flow, rest_api, services, ws_flow
+from chalicelib import appsync_flow, rest_api, running_streams, services, ws_flow
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.gateway_auth import Unauthorized, claims_context
 from chalicelib.jwt_verify import TokenError, bearer_token
@@ -109,6 +109,18 @@ def health() -> dict[str, str]:
 @json_errors
 def config() -> dict[str, Any]:
     return rest_api.public_config(services.settings(), _rest_url())
+
+
+@app.route("/streams", methods=["GET"], authorizer=jwt_auth, cors=_cors)
+@json_errors
+def list_streams() -> dict[str, Any]:
+    """The caller's running streams (the client offers to cancel them)."""
+    return running_streams.list_running(
+        services.store(),
+        services.settings().streams_table,
+        _owner(),
+        app.current_request.query_params,
+    )
 
 
 @app.route("/streams/{stream_id}", methods=["GET"], authorizer=jwt_auth, cors=_cors)

@@ -8,7 +8,7 @@ export default defineConfig({
   plugins: [react()],
   // Relative asset URLs: the bundle works from any path (local host, S3/CloudFront prefix).
   base: './',
-  // Amplify (auth + GraphQL), react-markdown and uPlot make one ~670 kB chunk (~210 kB gzip).
+  // Amplify (auth + GraphQL), react-markdown with remark-gfm and uPlot make one ~745 kB chunk (~231 kB gzip).
   build: { chunkSizeWarningLimit: 800 },
   server: {
     // `npm run dev`: /config comes from the running local cloud's client host.

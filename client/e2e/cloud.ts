@@ -7,6 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -30,13 +31,15 @@ export class LocalCloud {
     private readonly dir: string,
     readonly ep: Endpoints,
     readonly output: string[],
+    private readonly portBase: number,
   ) {}
 
-  static async start(): Promise<LocalCloud> {
+  /** A cloud on free ports (`portBase` 0), or on `portBase`, +1, ... (see `freePortBase`). */
+  static async start(portBase = 0): Promise<LocalCloud> {
     const dir = mkdtempSync(join(tmpdir(), 'llm-stream-e2e-'));
     const file = join(dir, 'endpoints.json');
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('AWS_')));
-    const proc = spawn(PYTHON, ['-m', 'local', '--port-base', '0', '--endpoints-file', file], {
+    const proc = spawn(PYTHON, ['-m', 'local', '--port-base', String(portBase), '--endpoints-file', file], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,7 +65,25 @@ export class LocalCloud {
       });
     });
     const ep = JSON.parse(readFileSync(file, 'utf8')) as Endpoints;
-    return new LocalCloud(proc, dir, ep, output);
+    return new LocalCloud(proc, dir, ep, output, portBase);
+  }
+
+  /**
+   * Stops this cloud and starts a fresh one on the same ports, as `make run` after Ctrl+C
+   * would: new user pool keys, a new password, empty tables. Needs a fixed port base.
+   */
+  async restart(): Promise<LocalCloud> {
+    if (this.portBase === 0) throw new Error('restart() needs a cloud started on a fixed port base');
+    await this.stop();
+    // A port of the old cloud may take a moment to be released (its child processes).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LocalCloud.start(this.portBase);
+      } catch (err) {
+        if (attempt >= 10 || !/is in use/.test(String(err))) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -102,6 +123,26 @@ export class LocalCloud {
     const body = (await resp.json()) as { streams: Array<{ promptHash: string; closedBy: string | null; tokensSent: number }> };
     return body.streams.filter((s) => s.promptHash === hash);
   }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const server = createServer();
+    server.once('error', () => done(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => done(true)));
+  });
+}
+
+/** A base port with the local cloud's nine consecutive ports free (it can restart on them). */
+export async function freePortBase(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    // Below Linux's ephemeral range (32768+), where the OS picks other clouds' free ports.
+    const base = 12_000 + Math.floor(Math.random() * 20_000);
+    let free = true;
+    for (let p = base; p < base + 10 && free; p++) free = await portFree(p);
+    if (free) return base;
+  }
+  throw new Error('no nine consecutive free ports found');
 }
 
 /** The simulated model's exact answer to a one-prompt request, and its prompt hash. */

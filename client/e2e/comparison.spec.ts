@@ -24,7 +24,7 @@ const test = base.extend<object, { cloud: LocalCloud }>({
 });
 
 const NAMES = ['functionUrl', 'websocket', 'appsync'] as const;
-const METRICS_FILLED = ['setup', 'ttft', 'chars-per-s', 'tokens-per-s', 'total', 'frames', 'chars'];
+const METRICS_FILLED = ['setup', 'ttft', 'model-ttft', 'overhead', 'lag', 'completion', 'chars-per-s', 'tokens-per-s', 'total', 'frames', 'chars'];
 
 function panel(page: Page, name: (typeof NAMES)[number]): Locator {
   return page.locator(`section.panel[data-transport="${name}"]`);
@@ -125,10 +125,11 @@ test('Run all streams the full answer through all three architectures', async ({
       'done (end_turn)',
     );
   }
-  // One line per architecture in the chart's legend.
+  // One line per architecture in the chart's legend, with its figures shown without hovering.
   for (const title of ['Function URL', 'WebSocket', 'AppSync + SQS']) {
-    await expect(page.locator('.u-legend').getByText(title, { exact: true })).toBeVisible();
+    await expect(page.getByTestId('chart-legend').getByText(title, { exact: true })).toBeVisible();
   }
+  await expect(page.getByTestId('chart-legend')).toContainText(`${Array.from(simulated(prompt).text).length.toLocaleString('en-US')} chars`);
 
   const shot = testInfo.outputPath('comparison.png');
   await page.screenshot({ path: shot, fullPage: true });

@@ -1,20 +1,23 @@
-import { useEffect, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 
 import { configureAmplify, currentUser, idToken, keepTokensFresh, signOut, type SignedInUser } from './auth';
 import { loadConfig, type AppConfig } from './config';
 import { installLoopbackWebSocketShim } from './loopbackWebSocket';
 import { buildTransports } from './transports';
 import { amplifyGraphqlApi } from './transports/amplifyGraphql';
-import { Comparison } from './ui/Comparison';
+import { sessionEndedMessage } from './session';
+import { Comparison, type ComparisonHandle } from './ui/Comparison';
 import { SignIn } from './ui/SignIn';
 
 type Phase =
   | { kind: 'loading' }
   | { kind: 'failed'; message: string }
-  | { kind: 'ready'; config: AppConfig; user: SignedInUser | null };
+  | { kind: 'ready'; config: AppConfig; user: SignedInUser | null; notice?: string };
 
 export function App() {
   const [phase, setPhase] = useState<Phase>({ kind: 'loading' });
+  const [signingOut, setSigningOut] = useState(false);
+  const comparison = useRef<ComparisonHandle | null>(null);
 
   useEffect(() => {
     let cancelled = false;
@@ -40,12 +43,34 @@ export function App() {
     [config, user],
   );
 
+  // The token was refused (its pool or signing key is gone): back to sign-in, saying why,
+  // with the settings read again (a restarted local cloud has a new pool and app client).
+  const onSessionInvalid = useCallback(() => {
+    if (!config) return;
+    const notice = sessionEndedMessage(config);
+    setPhase({ kind: 'ready', config, user: null, notice });
+    void (async () => {
+      await signOut().catch(() => undefined);
+      const fresh = await loadConfig();
+      installLoopbackWebSocketShim(fresh.endpoints.appsync.graphql);
+      configureAmplify(fresh);
+      setPhase((p) => (p.kind === 'ready' && !p.user ? { kind: 'ready', config: fresh, user: null, notice } : p));
+    })().catch(() => undefined);
+  }, [config]);
+
   useEffect(() => {
     if (!config || !user) return;
-    return keepTokensFresh(() => setPhase({ kind: 'ready', config, user: null }));
-  }, [config, user]);
+    return keepTokensFresh(onSessionInvalid);
+  }, [config, user, onSessionInvalid]);
 
   async function doSignOut() {
+    setSigningOut(true);
+    try {
+      // The user's streams stop first, while the token still works.
+      await comparison.current?.cancelAll().catch(() => undefined);
+    } finally {
+      setSigningOut(false);
+    }
     if (config) setPhase({ kind: 'ready', config, user: null });
     await signOut().catch(() => undefined);
   }
@@ -66,8 +91,8 @@ export function App() {
             <span>
               Signed in as <strong>{user.username}</strong>
             </span>
-            <button type="button" onClick={() => void doSignOut()}>
-              Sign out
+            <button type="button" onClick={() => void doSignOut()} disabled={signingOut}>
+              {signingOut ? 'Stopping your streams…' : 'Sign out'}
             </button>
           </div>
         )}
@@ -80,10 +105,19 @@ export function App() {
           </p>
         )}
         {phase.kind === 'ready' && !user && (
-          <SignIn onSignedIn={(u) => setPhase({ kind: 'ready', config: phase.config, user: u })} />
+          <SignIn
+            notice={phase.notice}
+            onSignedIn={(u) => setPhase({ kind: 'ready', config: phase.config, user: u })}
+          />
         )}
         {phase.kind === 'ready' && user && wiring && (
-          <Comparison config={phase.config} rest={wiring.rest} transports={wiring.transports} />
+          <Comparison
+            config={phase.config}
+            rest={wiring.rest}
+            transports={wiring.transports}
+            onSessionInvalid={onSessionInvalid}
+            handle={comparison}
+          />
         )}
       </main>
     </div>

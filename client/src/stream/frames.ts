@@ -4,7 +4,8 @@
  * terminal `done` or `error`); heartbeats and request rejections carry none.
  */
 
-export type FrameType = 'start' | 'delta' | 'done' | 'error' | 'heartbeat';
+/** `reasoning` carries a reasoning model's thinking text, in the transcript like `delta`. */
+export type FrameType = 'start' | 'delta' | 'reasoning' | 'done' | 'error' | 'heartbeat';
 
 export interface FrameError {
   code: string;
@@ -34,7 +35,7 @@ export interface Frame {
 /** A frame that belongs to the transcript: it has a seq. */
 export type SeqFrame = Frame & { seq: number };
 
-const TYPES: ReadonlySet<string> = new Set(['start', 'delta', 'done', 'error', 'heartbeat']);
+const TYPES: ReadonlySet<string> = new Set(['start', 'delta', 'reasoning', 'done', 'error', 'heartbeat']);
 
 export class FrameParseError extends Error {
   override name = 'FrameParseError';
@@ -61,8 +62,8 @@ export function parseFrame(raw: unknown): Frame {
   if (f.seq !== undefined && (!Number.isInteger(f.seq) || (f.seq as number) < 0)) {
     throw new FrameParseError(`seq must be a non-negative integer, got ${JSON.stringify(f.seq)}`);
   }
-  if (f.type === 'delta' && typeof f.text !== 'string') {
-    throw new FrameParseError('a delta frame needs a text string');
+  if ((f.type === 'delta' || f.type === 'reasoning') && typeof f.text !== 'string') {
+    throw new FrameParseError(`a ${f.type} frame needs a text string`);
   }
   if (f.type === 'error') {
     const e = f.error as Record<string, unknown> | undefined;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
+import { MIN_RATE_WINDOW_MS } from '../stats/definitions';
 import { alignSeries, charSeries, computeMetrics, emptyTrace, type Arrival, type RunTrace } from './metrics';
 
 function trace(arrivals: Arrival[], extra: Partial<RunTrace> = {}): RunTrace {
@@ -26,14 +27,57 @@ describe('computeMetrics', () => {
     expect(m.elapsedMs).toBe(810); // frozen at the terminal frame, whatever the clock says
   });
 
-  it('computes the character rate after the first token, leaving out the first delta', () => {
-    // 40 characters after the first delta, over 500 ms from first to last delta.
-    expect(computeMetrics(finished, 5000).charsPerSecond).toBeCloseTo(80);
+  // A stream long enough for rates: first text at 1300, terminal at 2800 (a 1.5 s window).
+  const long = trace(
+    [
+      { at: 1050, type: 'start', chars: 0 },
+      { at: 1300, type: 'delta', chars: 10 },
+      { at: 1400, type: 'delta', chars: 20 },
+      { at: 2700, type: 'delta', chars: 40 },
+      { at: 2800, type: 'done', chars: 0 },
+    ],
+    { outputTokens: 30, modelMetrics: { modelFirstTokenMs: 120, modelLatencyMs: 1420 } },
+  );
+
+  it('computes the character rate over first text to terminal frame, leaving out the first delta', () => {
+    // 60 characters after the first delta over the 1500 ms window.
+    expect(computeMetrics(long, 9000).charsPerSecond).toBeCloseTo(40);
   });
 
-  it('computes tokens per second from the usage over first token to terminal frame', () => {
-    // 51 tokens over 510 ms.
-    expect(computeMetrics(finished, 5000).tokensPerSecond).toBeCloseTo(100);
+  it('computes tokens per second from the usage over the same window', () => {
+    expect(computeMetrics(long, 9000).tokensPerSecond).toBeCloseTo(20);
+  });
+
+  it('hides rates while the window is shorter than the minimum', () => {
+    // 510 ms from the first text to the terminal frame: too short for an honest rate.
+    const m = computeMetrics(finished, 5000);
+    expect(m.charsPerSecond).toBeUndefined();
+    expect(m.tokensPerSecond).toBeUndefined();
+    // While streaming the window runs to now: hidden at 999 ms, shown from 1000 ms.
+    const live = trace(long.arrivals.slice(0, 3));
+    expect(computeMetrics(live, 1300 + MIN_RATE_WINDOW_MS - 1).charsPerSecond).toBeUndefined();
+    expect(computeMetrics(live, 1300 + MIN_RATE_WINDOW_MS).charsPerSecond).toBeCloseTo(20);
+    expect(computeMetrics(live, 2300).tokensPerSecond).toBeUndefined(); // no usage before done
+  });
+
+  it("breaks the time down with the model's own figures from the terminal frame", () => {
+    const m = computeMetrics(long, 9000);
+    expect(m.modelFirstTokenMs).toBe(120);
+    expect(m.overheadMs).toBe(300 - 120);
+    expect(m.streamingMs).toBe(1400); // 1300 → 2700
+    // The model wrote from 120 to 1420 ms (1300 ms); delivery took 1400 ms.
+    expect(m.streamingLagMs).toBe(100);
+    expect(m.completionDelayMs).toBe(100); // last text 2700 → terminal 2800
+    expect(m.totalMs).toBe(1800);
+  });
+
+  it('leaves the breakdown unknown without the model figures', () => {
+    const m = computeMetrics(finished, 5000);
+    expect(m.modelFirstTokenMs).toBeUndefined();
+    expect(m.overheadMs).toBeUndefined();
+    expect(m.streamingLagMs).toBeUndefined();
+    expect(m.streamingMs).toBe(500);
+    expect(m.completionDelayMs).toBe(10);
   });
 
   it('finds the longest pause between frames after the first token', () => {

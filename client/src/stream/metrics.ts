@@ -9,10 +9,16 @@
  *   headers received; WebSocket: socket open; AppSync: subscription acknowledged).
  * - ttftMs (time to first token): request sent → the first delta with text arrived.
  * - charsPerSecond: characters (code points) of every delta after the first, divided by
- *   the time from the first delta to the last one (the first delta's text arrived at
- *   the start of that interval, so it is left out of the rate).
- * - tokensPerSecond: the model's output tokens (the `done` frame's usage) over the time
- *   from the first delta to the terminal frame; known only after a `done`.
+ *   the rate window: from the first delta to the terminal frame (to `at` while streaming;
+ *   the first delta's text arrived at the start of the window, so it is left out). Hidden
+ *   (undefined) while the window is shorter than MIN_RATE_WINDOW_MS.
+ * - tokensPerSecond: the model's output tokens (the `done` frame's usage) over the same
+ *   window; known only after a `done` whose window is long enough.
+ * - modelFirstTokenMs / modelLatencyMs: the producer's own figures from the terminal frame.
+ * - overheadMs: ttftMs − modelFirstTokenMs (what the architecture adds to the first token).
+ * - streamingMs: first text → last text arrival; streamingLagMs: streamingMs minus the
+ *   model's first-to-last-token time (modelLatencyMs − modelFirstTokenMs).
+ * - completionDelayMs: last text → terminal frame arrival.
  * - totalMs: request sent → the terminal frame arrived.
  * - longestPauseMs: the longest time between two consecutive frames from the first delta
  *   to the terminal frame: how smooth the stream was.
@@ -21,6 +27,7 @@
  *   store to repair them are counted separately.
  */
 
+import { MIN_RATE_WINDOW_MS } from '../stats/definitions';
 import type { FrameType } from './frames';
 
 export const now = (): number => performance.timeOrigin + performance.now();
@@ -45,6 +52,8 @@ export interface RunTrace {
   /** Times the stream was resumed on a new connection (drop, reload). */
   resumes: number;
   outputTokens?: number;
+  /** The terminal frame's `metrics` (modelFirstTokenMs, modelLatencyMs), as the producer measured them. */
+  modelMetrics?: Record<string, number>;
 }
 
 export interface Metrics {
@@ -53,6 +62,13 @@ export interface Metrics {
   charsPerSecond?: number;
   tokensPerSecond?: number;
   totalMs?: number;
+  modelFirstTokenMs?: number;
+  modelLatencyMs?: number;
+  overheadMs?: number;
+  streamingMs?: number;
+  streamingLagMs?: number;
+  completionDelayMs?: number;
+  outputTokens?: number;
   /** Time since the request, or the total once finished. */
   elapsedMs: number;
   longestPauseMs?: number;
@@ -105,11 +121,25 @@ export function computeMetrics(trace: RunTrace, at: number): Metrics {
   if (trace.connectedAt !== undefined) m.setupMs = trace.connectedAt - requestedAt;
   if (first) m.ttftMs = first.at - requestedAt;
   if (terminal) m.totalMs = terminal.at - requestedAt;
-  if (first && last && last.at > first.at) {
-    m.charsPerSecond = ((chars - first.chars) * 1000) / (last.at - first.at);
+  const windowEnd = terminal ? terminal.at : at;
+  const windowMs = first ? windowEnd - first.at : 0;
+  if (first && windowMs >= MIN_RATE_WINDOW_MS) {
+    m.charsPerSecond = ((chars - first.chars) * 1000) / windowMs;
+    if (terminal && trace.outputTokens) m.tokensPerSecond = (trace.outputTokens * 1000) / windowMs;
   }
-  if (first && terminal && trace.outputTokens && terminal.at > first.at) {
-    m.tokensPerSecond = (trace.outputTokens * 1000) / (terminal.at - first.at);
+  if (trace.outputTokens !== undefined) m.outputTokens = trace.outputTokens;
+  const model = trace.modelMetrics ?? {};
+  const modelFirst = finite(model.modelFirstTokenMs);
+  const modelLatency = finite(model.modelLatencyMs);
+  if (modelFirst !== undefined) m.modelFirstTokenMs = modelFirst;
+  if (modelLatency !== undefined) m.modelLatencyMs = modelLatency;
+  if (m.ttftMs !== undefined && modelFirst !== undefined) m.overheadMs = m.ttftMs - modelFirst;
+  if (first && last && terminal) {
+    m.streamingMs = last.at - first.at;
+    m.completionDelayMs = terminal.at - last.at;
+    if (modelFirst !== undefined && modelLatency !== undefined && modelLatency >= modelFirst) {
+      m.streamingLagMs = m.streamingMs - (modelLatency - modelFirst);
+    }
   }
   if (first) {
     const from = arrivals.indexOf(first);
@@ -121,6 +151,10 @@ export function computeMetrics(trace: RunTrace, at: number): Metrics {
     if (longest !== undefined) m.longestPauseMs = longest;
   }
   return m;
+}
+
+function finite(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
 }
 
 /** [ms since the request, characters received so far] per text frame, from (0, 0). */

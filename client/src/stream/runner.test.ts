@@ -135,6 +135,32 @@ describe('StreamRunner', () => {
     expect(last().trace.resumes).toBe(1);
   });
 
+  it("keeps the terminal frame's model metrics and tells the page of every drop", () => {
+    const drops: string[] = [];
+    StreamRunner.start(transport, fakeRest([]).rest, saved, { streamId: ID, prompt: 'Hi' }, (s) => states.push(s), {
+      heartbeatIntervalS: 15,
+      onDrop: (reason) => drops.push(reason),
+    });
+    const ev = transport.last;
+    ev.onFrame(f(0, 'start'));
+    ev.onDrop('the socket closed (code 1006)');
+    expect(drops).toEqual(['the socket closed (code 1006)']);
+    ev.onFrame(f(1));
+    ev.onFrame(f(2, 'done', { stopReason: 'end_turn', metrics: { modelFirstTokenMs: 120, modelLatencyMs: 900 } }));
+    expect(last().trace.modelMetrics).toEqual({ modelFirstTokenMs: 120, modelLatencyMs: 900 });
+  });
+
+  it('keeps reasoning text apart from the answer, and across a reload', () => {
+    start(fakeRest([]).rest);
+    const ev = transport.last;
+    ev.onFrame(f(0, 'start'));
+    ev.onFrame(f(1, 'reasoning', { text: 'Think. ' }));
+    ev.onFrame(f(2, 'reasoning', { text: 'More.' }));
+    ev.onFrame(f(3));
+    expect(last()).toMatchObject({ reasoning: 'Think. More.', text: 't3 ' });
+    expect(saved.all()[0]).toMatchObject({ reasoning: 'Think. More.', lastSeq: 3 });
+  });
+
   it('gives up after the resume attempts fail, with an error naming the cause', async () => {
     const runner = StreamRunner.start(transport, fakeRest([]).rest, saved, { streamId: ID, prompt: 'Hi' }, (s) => states.push(s), {
       heartbeatIntervalS: 15,

@@ -30,6 +30,8 @@ export interface RunState {
   /** A short note on the status (why it is reconnecting, a failed cancel, ...). */
   detail?: string;
   text: string;
+  /** A reasoning model's thinking text (`reasoning` frames), kept apart from the answer. */
+  reasoning?: string;
   model?: string;
   stopReason?: string;
   error?: FrameError;
@@ -45,6 +47,8 @@ export interface RunnerOptions {
   maxResumeAttempts?: number;
   /** How often the state is written to sessionStorage while streaming. */
   saveIntervalMs?: number;
+  /** Told of every dropped connection (the page checks whether the session still holds). */
+  onDrop?: (reason: string) => void;
 }
 
 const RESUME_BASE_MS = 250;
@@ -119,6 +123,7 @@ export class StreamRunner {
       trace: { ...run.trace, resumes: run.trace.resumes + 1 },
     };
     if (run.model !== undefined) state.model = run.model;
+    if (run.reasoning !== undefined) state.reasoning = run.reasoning;
     const runner = new StreamRunner(transport, rest, saved, onChange, options, state, run.lastSeq);
     runner.emit();
     runner.connection = transport.resume(run.streamId, run.lastSeq, runner.events());
@@ -195,9 +200,11 @@ export class StreamRunner {
       trace.arrivals.push({ at, type: f.type, chars });
       if (f.type === 'start' && f.model) patch.model = f.model;
       if (f.type === 'delta' && f.text) text += f.text;
+      if (f.type === 'reasoning' && f.text) patch.reasoning = (patch.reasoning ?? this.state.reasoning ?? '') + f.text;
       if (f.type === 'done') {
         patch.stopReason = f.stopReason;
         if (typeof f.usage?.outputTokens === 'number') trace.outputTokens = f.usage.outputTokens;
+        if (f.metrics) trace.modelMetrics = { ...f.metrics };
       }
       if (f.type === 'error' && f.error) patch.error = f.error;
     }
@@ -224,6 +231,7 @@ export class StreamRunner {
 
   private onDrop(reason: string): void {
     if (this.disposed || this.finished) return;
+    this.options.onDrop?.(reason);
     this.connection?.close();
     this.connection = undefined;
     if (this.resumeTimer) return; // already scheduled
@@ -302,6 +310,7 @@ export class StreamRunner {
       trace: s.trace,
     };
     if (s.model !== undefined) run.model = s.model;
+    if (s.reasoning !== undefined) run.reasoning = s.reasoning;
     return run;
   }
 

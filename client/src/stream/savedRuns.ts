@@ -12,6 +12,7 @@ export interface SavedRun {
   streamId: string;
   request: StartRequest;
   text: string;
+  reasoning?: string;
   model?: string;
   lastSeq: number;
   trace: RunTrace;

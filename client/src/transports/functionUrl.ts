@@ -9,6 +9,9 @@ import { SseParser } from '../stream/sse';
 import { errorFromBody, type RestApi, type TokenSource } from './rest';
 import type { Connection, StartRequest, Transport, TransportEvents } from './types';
 
+/** A valid stream id no client picks (random v4 ids never are all zeros). */
+const PROBE_STREAM_ID = '00000000-0000-4000-8000-000000000000';
+
 export class FunctionUrlTransport implements Transport {
   readonly name = 'functionUrl' as const;
 
@@ -51,6 +54,29 @@ export class FunctionUrlTransport implements Transport {
 
   cancel(streamId: string): Promise<void> {
     return this.rest.cancel(streamId);
+  }
+
+  /**
+   * Asks to resume a stream that cannot exist: the function checks the token first (401)
+   * and only then looks the stream up (404). Its answers carry CORS headers, unlike an API
+   * Gateway authorizer's 401, so the page can read them from another origin.
+   */
+  async acceptsToken(): Promise<boolean | undefined> {
+    let token: string;
+    try {
+      token = await this.token();
+    } catch {
+      return false; // no token at all: the session is gone
+    }
+    const url = new URL(this.url);
+    url.searchParams.set('streamId', PROBE_STREAM_ID);
+    try {
+      const resp = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+      await resp.body?.cancel();
+      return resp.status !== 401;
+    } catch {
+      return undefined;
+    }
   }
 
   private open(

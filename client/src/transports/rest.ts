@@ -11,6 +11,14 @@ export interface StreamSnapshot {
   hasMore: boolean;
 }
 
+export interface RunningStream {
+  streamId: string;
+  status: string;
+  transport: string;
+  /** Epoch seconds. */
+  createdAt: number;
+}
+
 export type TokenSource = () => Promise<string>;
 
 export class RestApi {
@@ -32,6 +40,20 @@ export class RestApi {
     };
   }
 
+  /** The signed-in user's running streams (`GET /streams?status=running`), oldest first. */
+  async running(): Promise<RunningStream[]> {
+    const body = await this.call(joinUrl(this.baseUrl, 'streams?status=running'), 'GET');
+    const list: unknown[] = Array.isArray(body.streams) ? body.streams : [];
+    return list
+      .filter((s): s is Record<string, unknown> => typeof (s as { streamId?: unknown })?.streamId === 'string')
+      .map((s) => ({
+        streamId: String(s.streamId),
+        status: String(s.status ?? 'running'),
+        transport: String(s.transport ?? ''),
+        createdAt: typeof s.createdAt === 'number' ? s.createdAt : 0,
+      }));
+  }
+
   async cancel(streamId: string): Promise<void> {
     await this.call(joinUrl(this.baseUrl, `streams/${encodeURIComponent(streamId)}/cancel`), 'POST');
   }
@@ -51,5 +73,5 @@ export class RestApi {
 export function errorFromBody(status: number, body: any): StreamRequestError {
   const code = body?.error?.code ?? (status === 401 ? 'UNAUTHORIZED' : `HTTP_${status}`);
   const message = body?.error?.message ?? body?.message ?? `The request failed with HTTP ${status}.`;
-  return new StreamRequestError(String(code), String(message));
+  return new StreamRequestError(String(code), String(message), status);
 }

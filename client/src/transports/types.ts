@@ -52,6 +52,11 @@ export interface Transport {
   resume(streamId: string, afterSeq: number, events: TransportEvents): Connection;
   /** Asks the producer to stop; the stream then ends with done / stopReason "cancelled". */
   cancel(streamId: string): Promise<void>;
+  /**
+   * Whether the endpoint accepts the session's token: false when it refuses it (HTTP 401),
+   * true on any other answer, undefined without an answer (network, CORS).
+   */
+  acceptsToken?(): Promise<boolean | undefined>;
 }
 
 export class StreamRequestError extends Error {
@@ -59,6 +64,8 @@ export class StreamRequestError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The HTTP status, when the answer was HTTP. */
+    readonly status?: number,
   ) {
     super(message);
   }

@@ -3,6 +3,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 
 import { alignSeries } from '../stream/metrics';
+import { CHART_INK, useColorScheme } from './theme';
 
 export interface ChartSeries {
   label: string;
@@ -10,18 +11,22 @@ export interface ChartSeries {
   dash: number[];
   /** [ms since the request, characters so far] */
   points: Array<[number, number]>;
+  /** Shown beside the line's name without hovering, e.g. "1,234 chars in 2.31 s". */
+  summary: string;
 }
 
 const HEIGHT = 260;
 
 /**
  * Characters received over time, one line per architecture on one time axis (seconds
- * since each run's request; "Run all" starts them together).
+ * since each run's request). Step lines: the count jumps when a frame arrives and stays
+ * flat until the next one, so sparse frames never look like a steady ramp.
  */
 export function LiveChart({ series }: { series: ChartSeries[] }) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const labels = series.map((s) => s.label).join('|');
+  const scheme = useColorScheme();
+  const shape = series.map((s) => `${s.label}:${s.color}`).join('|') + scheme;
 
   const data = useMemo(() => {
     const { x, ys } = alignSeries(series.map((s) => s.points));
@@ -31,40 +36,43 @@ export function LiveChart({ series }: { series: ChartSeries[] }) {
   useEffect(() => {
     const el = host.current;
     if (!el) return;
+    const ink = CHART_INK[scheme];
+    const stepped = uPlot.paths.stepped!({ align: 1 });
     const opts: uPlot.Options = {
-      width: Math.max(280, el.clientWidth),
+      width: Math.max(260, el.clientWidth),
       height: HEIGHT,
       scales: { x: { time: false } },
       axes: [
-        { label: 'seconds since the request', stroke: '#333', grid: { stroke: '#e3e3e3' } },
-        { label: 'characters received', stroke: '#333', grid: { stroke: '#e3e3e3' }, size: 60 },
+        { label: 'seconds since the request', stroke: ink.axis, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid } },
+        { label: 'characters received', stroke: ink.axis, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid }, size: 60 },
       ],
       series: [
-        { label: 'time', value: (_u, v) => (v == null ? '–' : `${v.toFixed(2)} s`) },
+        {},
         ...series.map((s) => ({
           label: s.label,
           stroke: s.color,
           width: 2,
           dash: s.dash,
+          paths: stepped,
           points: { show: false },
-          value: (_u: uPlot, v: number | null) => (v == null ? '–' : `${v} chars`),
         })),
       ],
-      legend: { show: true },
+      // The legend below is ours: it shows every line's figures without hovering.
+      legend: { show: false },
       cursor: { drag: { x: false, y: false } },
     };
     const u = new uPlot(opts, data, el);
     plot.current = u;
-    const resize = new ResizeObserver(() => u.setSize({ width: Math.max(280, el.clientWidth), height: HEIGHT }));
+    const resize = new ResizeObserver(() => u.setSize({ width: Math.max(260, el.clientWidth), height: HEIGHT }));
     resize.observe(el);
     return () => {
       resize.disconnect();
       u.destroy();
       plot.current = null;
     };
-    // The plot is rebuilt only when the set of lines changes; data updates use setData.
+    // Rebuilt only when the set of lines or the colour scheme changes; data updates use setData.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [labels]);
+  }, [shape]);
 
   useEffect(() => {
     plot.current?.setData(data);
@@ -72,8 +80,24 @@ export function LiveChart({ series }: { series: ChartSeries[] }) {
 
   return (
     <figure className="chart">
-      <figcaption id="chart-caption">Characters received over time</figcaption>
-      <div ref={host} role="img" aria-labelledby="chart-caption" data-testid="chart" />
+      <figcaption id="chart-caption">Characters received over time (last run of each)</figcaption>
+      <div ref={host} role="img" aria-labelledby="chart-caption chart-legend" data-testid="chart" />
+      <ul className="legend" id="chart-legend" data-testid="chart-legend">
+        {series.map((s) => (
+          <li key={s.label}>
+            <LegendMark color={s.color} dash={s.dash} />
+            <strong>{s.label}</strong> <span>{s.summary}</span>
+          </li>
+        ))}
+      </ul>
     </figure>
+  );
+}
+
+export function LegendMark({ color, dash }: { color: string; dash: number[] }) {
+  return (
+    <svg width="28" height="10" aria-hidden="true" className="legend-mark">
+      <line x1="0" y1="5" x2="28" y2="5" stroke={color} strokeWidth="3" strokeDasharray={dash.join(' ')} />
+    </svg>
   );
 }

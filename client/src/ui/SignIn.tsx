@@ -2,7 +2,7 @@ import { useState, type FormEvent } from 'react';
 
 import { signIn, type SignedInUser } from '../auth';
 
-export function SignIn({ onSignedIn }: { onSignedIn: (user: SignedInUser) => void }) {
+export function SignIn({ onSignedIn, notice }: { onSignedIn: (user: SignedInUser) => void; notice?: string | undefined }) {
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [error, setError] = useState<string | null>(null);
@@ -24,6 +24,11 @@ export function SignIn({ onSignedIn }: { onSignedIn: (user: SignedInUser) => voi
   return (
     <form className="sign-in" onSubmit={submit} aria-labelledby="sign-in-title">
       <h2 id="sign-in-title">Sign in</h2>
+      {notice && (
+        <p className="notice" role="alert" data-testid="session-notice">
+          {notice}
+        </p>
+      )}
       <label htmlFor="username">Username</label>
       <input
         id="username"

@@ -1,7 +1,11 @@
+import { METRIC_BY_KEY, type MetricKey } from '../stats/definitions';
+import { summarize, verdict } from '../stats/stats';
 import type { Metrics } from '../stream/metrics';
 import type { RunState } from '../stream/runner';
 import type { TransportInfo } from '../transports';
-import { count, ms, rate } from './format';
+import type { TransportName } from '../transports/types';
+import { formatDiff, formatValue } from './format';
+import { MetricName } from './HelpTip';
 import { statusLabel } from './Panel';
 
 export interface Row {
@@ -10,44 +14,62 @@ export interface Row {
   metrics: Metrics | undefined;
 }
 
+export const SUMMARY_METRICS: readonly MetricKey[] = [
+  'setupMs',
+  'ttftMs',
+  'modelFirstTokenMs',
+  'overheadMs',
+  'streamingLagMs',
+  'completionDelayMs',
+  'totalMs',
+  'charsPerSecond',
+  'tokensPerSecond',
+];
+
+/** Each architecture's last run: every metric with the best marked and the others' differences. */
 export function SummaryTable({ rows }: { rows: Row[] }) {
+  const order = rows.map((r) => r.info.name);
+  const verdicts = SUMMARY_METRICS.map((key) => {
+    const sums: Partial<Record<TransportName, ReturnType<typeof summarize>>> = {};
+    for (const r of rows) {
+      // Only finished answers compete (a run still streaming has no total yet).
+      if (r.state?.status === 'done' && r.metrics) sums[r.info.name] = summarize([r.metrics[key]]);
+    }
+    return verdict(METRIC_BY_KEY[key], order, sums);
+  });
   return (
-    <div className="table-wrap">
+    <div className="table-wrap" tabIndex={0} role="region" aria-label="Last run of each architecture">
       <table className="summary" data-testid="summary">
-        <caption>Summary of each architecture's last run</caption>
+        <caption>Last run of each architecture: ★ best, others' difference from it</caption>
         <thead>
           <tr>
             <th scope="col">Architecture</th>
             <th scope="col">Status</th>
-            <th scope="col">Setup</th>
-            <th scope="col">First token</th>
-            <th scope="col">Chars / s</th>
-            <th scope="col">Tokens / s</th>
-            <th scope="col">Total</th>
-            <th scope="col">Longest pause</th>
-            <th scope="col">Frames</th>
-            <th scope="col">Gaps repaired</th>
-            <th scope="col">Duplicates</th>
-            <th scope="col">Heartbeats</th>
-            <th scope="col">Resumes</th>
+            {SUMMARY_METRICS.map((key) => (
+              <th scope="col" key={key}>
+                <MetricName metric={METRIC_BY_KEY[key]} />
+              </th>
+            ))}
           </tr>
         </thead>
         <tbody>
           {rows.map(({ info, state, metrics: m }) => (
             <tr key={info.name} data-transport={info.name}>
               <th scope="row">{info.title}</th>
-              <td>{statusLabel(state)}</td>
-              <td>{ms(m?.setupMs)}</td>
-              <td>{ms(m?.ttftMs)}</td>
-              <td>{rate(m?.charsPerSecond)}</td>
-              <td>{rate(m?.tokensPerSecond)}</td>
-              <td>{ms(m?.totalMs)}</td>
-              <td>{ms(m?.longestPauseMs)}</td>
-              <td>{m ? count(m.frames) : '–'}</td>
-              <td>{m ? `${m.gapsRepaired} / ${m.gapsDetected}` : '–'}</td>
-              <td>{m ? count(m.duplicates) : '–'}</td>
-              <td>{m ? count(m.heartbeats) : '–'}</td>
-              <td>{m ? count(m.resumes) : '–'}</td>
+              <td className="status-cell">{statusLabel(state)}</td>
+              {SUMMARY_METRICS.map((key, i) => {
+                const def = METRIC_BY_KEY[key];
+                const v = verdicts[i];
+                const best = v?.best === info.name;
+                const diff = v?.diff[info.name];
+                return (
+                  <td key={key} data-metric={key} className={best ? 'best' : undefined}>
+                    {formatValue(def, m?.[key])}
+                    {best && <span className="badge">★ best</span>}
+                    {!best && diff !== undefined && <span className="diff">{formatDiff(def, diff)}</span>}
+                  </td>
+                );
+              })}
             </tr>
           ))}
         </tbody>
