@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from botocore.exceptions import ClientError
 from chalice import WebsocketDisconnectedError
 from chalice.app import WebsocketAPI
 
-from chalicelib import stream_store
+from chalicelib import json_input, stream_store
 from chalicelib.bedrock import BedrockStreamer
 from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
 from chalicelib.errors import ErrorCode, StreamError
@@ -142,10 +141,7 @@ def handle_message(event: Mapping[str, Any], deps: MessageDeps) -> dict[str, Any
     try:
         if not owner:
             raise StreamError(ErrorCode.UNAUTHORIZED, "This connection is not authenticated.")
-        try:
-            body = json.loads(event.get("body") or "")
-        except (TypeError, ValueError):
-            raise _bad("the message must be JSON") from None
+        body = json_input.loads(event.get("body") or "", "the message")
         if not isinstance(body, dict):
             raise _bad("the message must be a JSON object")
         action = body.get("action")

@@ -9,10 +9,12 @@ of AppSync's endpoints, faithful to what the app and its clients depend on
   resolvers see parsed; an output is serialized to a JSON string (a string value passes as it
   is). The other AWS scalars are declared for the schema's sake and pass values through.
 - Authorization: Cognito user pools is the default mode and AWS_IAM an additional one.
-  ``Authorization: <raw JWT>`` (ID or access token, no "Bearer") is verified by the
-  ``verifier`` given; ``Authorization: AWS4-HMAC-SHA256 ...`` is checked by recomputing the
-  SigV4 signature (service ``appsync``) over the method, URL, signed headers and body with
-  the local credentials. A missing or bad credential answers 401
+  ``Authorization: <raw JWT>`` (ID or access token of the app client, no "Bearer") is
+  verified as AppSync's user-pool mode does (``UserPoolAuth``: the pool's signature and
+  claims through the product's verifier, then ``token_use`` id with ``aud``, or access
+  with ``client_id``, naming the app client); ``Authorization: AWS4-HMAC-SHA256 ...`` is
+  checked by recomputing the SigV4 signature (service ``appsync``) over the method, URL,
+  signed headers and body with the local credentials. A missing or bad credential answers 401
   ``{"errors": [{"errorType": "UnauthorizedException", "message": ...}]}``.
 - Field-level auth as AppSync: ``@aws_iam`` / ``@aws_cognito_user_pools`` on a field (else
   on its type) list the modes allowed; no directive allows the default mode only. A caller
@@ -381,6 +383,30 @@ class AuthError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class UserPoolAuth:
+    """AppSync's Cognito user-pool authorization: ID *and* access tokens of the app client
+    (Amplify's user-pool mode sends the access token). The signature, issuer and time
+    checks are the product's own (``JwtVerifier.verified_claims``); which token uses are
+    let through is AppSync's rule, so it lives here, not in the product, whose entry
+    points accept ID tokens only (the resolvers refuse access tokens themselves)."""
+
+    def __init__(self, verifier: JwtVerifier) -> None:
+        self._verifier = verifier
+
+    def verify(self, token: str | None) -> dict[str, Any]:
+        claims = self._verifier.verified_claims(token)
+        token_use = claims.get("token_use")
+        if token_use == "access":
+            if claims.get("client_id") != self._verifier.client_id:
+                raise TokenError("wrong client")
+        elif token_use == "id":
+            if claims.get("aud") != self._verifier.client_id:
+                raise TokenError("wrong audience")
+        else:
+            raise TokenError("not an ID or access token")
+        return claims
 
 
 # AppSync's own wording where it is known; the verifier's reason otherwise.
@@ -766,9 +792,9 @@ def _query_header(raw_query: str) -> str | None:
 class AppSyncEmulator:
     """One AppSync GraphQL API (HTTP and real-time endpoints) on one local port.
 
-    ``verifier`` checks user-pool tokens; give it ``accept_access_tokens=True`` to accept
-    access tokens as AppSync does (Amplify's user-pool mode sends them). ``credentials``
-    are the (access key id, secret) IAM callers must sign with.
+    ``verifier`` checks the user pool's tokens; ID and access tokens of its app client are
+    accepted, as AppSync does (``UserPoolAuth``). ``credentials`` are the (access key id,
+    secret) IAM callers must sign with.
     """
 
     def __init__(
@@ -786,7 +812,7 @@ class AppSyncEmulator:
         if ka_interval_s <= 0:
             raise ValueError("ka_interval_s must be positive")
         self.lambdas = lambdas
-        self.verifier = verifier
+        self.verifier = UserPoolAuth(verifier)
         self.region = region
         self.credentials = credentials
         self.ka_interval_s = ka_interval_s

@@ -311,13 +311,12 @@ class LocalCloud:
         from local.appsync import AppSyncEmulator
 
         assert self._loop is not None
-        # AppSync's user-pool mode accepts ID and access tokens of the app client (Amplify
-        # sends the access token); the resolvers then refuse access tokens themselves.
+        # The emulator accepts ID and access tokens of the app client, as AppSync's
+        # user-pool mode does; the resolvers then refuse access tokens themselves.
         verifier = JwtVerifier(
             issuer=identity["issuer"],
             client_id=identity["clientId"],
             jwks=JwksCache(identity["jwksUrl"]),
-            accept_access_tokens=True,
         )
         self._appsync = AppSyncEmulator(
             self._lambdas,

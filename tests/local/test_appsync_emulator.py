@@ -128,7 +128,6 @@ class Pool:
             issuer=self.cognito.issuer(self.pool_id),
             client_id=self.client_id,
             jwks=JwksCache(self.cognito.jwks_url(self.pool_id)),
-            accept_access_tokens=True,
         )
 
 
