@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -96,6 +97,18 @@ def _boto_credentials() -> dict[str, str]:
         "aws_access_key_id": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     }
+
+
+def _own_settings() -> Any:
+    """The settings the cloud itself reads (tables, the worker's timeout and batch size) from
+    its environment. Some are read before its user pool exists, and none depends on the pool,
+    so the two settings every function must be given are filled in when still unset."""
+    from chalicelib.settings import Settings
+
+    env = dict(os.environ)
+    for name in ("USER_POOL_ID", "USER_POOL_CLIENT_ID"):
+        env[name] = env.get(name) or "pending"
+    return Settings.from_env(env)
 
 
 def _port(options: CloudOptions, service: str) -> int:
@@ -281,14 +294,13 @@ class LocalCloud:
         from local.lambdas import LambdaApi, LocalLambdas
 
         assert self._loop is not None
-        from chalicelib.settings import Settings
 
         # No app yet: it is attached once imported (see _start_rest).
         self._lambdas = LocalLambdas(
             max_workers=MAX_CONCURRENT_INVOCATIONS,
             timeouts={
                 **FUNCTION_TIMEOUTS_S,
-                WORKER_FUNCTION: float(Settings.from_env().worker_timeout_s),
+                WORKER_FUNCTION: float(_own_settings().worker_timeout_s),
             },
         )
         self._lambda_api = LambdaApi(self._lambdas)
@@ -331,7 +343,6 @@ class LocalCloud:
         self._loop.run(self._appsync.start(self.options.host, _port(self.options, "appsync")))
 
     def _start_sqs_source(self, aws_url: str) -> None:
-        from chalicelib.settings import Settings
         from local.sqs_source import SqsEventSource
 
         sqs = boto3.client("sqs", region_name=REGION, endpoint_url=aws_url, **_boto_credentials())
@@ -341,7 +352,7 @@ class LocalCloud:
             queue_url=self._queues.url,
             queue_arn=self._queues.arn,
             function_name=WORKER_FUNCTION,
-            batch_size=Settings.from_env().worker_batch_size,
+            batch_size=_own_settings().worker_batch_size,
             max_concurrency=MAX_CONCURRENT_INVOCATIONS,
             region=REGION,
         )
@@ -380,10 +391,9 @@ class LocalCloud:
 
     def _provision(self, aws_url: str) -> Any:
         """The tables and the work queue with its DLQ; returns the queues."""
-        from chalicelib.settings import Settings
         from local.provision import create_queues, create_tables
 
-        settings = Settings.from_env()
+        settings = _own_settings()
         clients = {"region_name": REGION, "endpoint_url": aws_url, **_boto_credentials()}
         create_tables(boto3.client("dynamodb", **clients), settings)
         visibility = self.options.queue_visibility_timeout_s
@@ -397,7 +407,6 @@ class LocalCloud:
 
     def _start_function_url(self, app_env: Mapping[str, str]) -> str | None:
         """Serve ``node_function`` as a Function URL; None (and a warning) if it can't be."""
-        from chalicelib.settings import Settings
         from local.function_url import FunctionUrlHost
 
         handler = NODE_FUNCTION_DIR / "index.mjs"
@@ -412,7 +421,7 @@ class LocalCloud:
         if problem is not None:
             log.warning("The Function URL is not served: %s.", problem)
             return None
-        settings = Settings.from_env()
+        settings = _own_settings()
         env = {
             # What the CDK stack gives every function, resolved as the Python app does, so
             # both runtimes use the same tables and model even where the app uses defaults.
