@@ -11,7 +11,8 @@ export interface StreamSnapshot {
   hasMore: boolean;
 }
 
-export type TokenSource = () => Promise<string>;
+/** The caller's ID token; `forceRefresh` asks for a new one even if the cached one looks valid. */
+export type TokenSource = (options?: { forceRefresh?: boolean }) => Promise<string>;
 
 export class RestApi {
   constructor(
