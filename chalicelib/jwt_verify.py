@@ -49,9 +49,15 @@ class TokenError(Exception):
         self.reason = reason
 
 
+MAX_JWKS_BYTES = 1024 * 1024
+
+
 def _http_get_json(url: str, timeout_s: float) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return json.loads(resp.read())
+        body = resp.read(MAX_JWKS_BYTES + 1)
+    if len(body) > MAX_JWKS_BYTES:
+        raise ValueError("JWKS response too large")
+    return json.loads(body)
 
 
 class JwksCache:

@@ -503,3 +503,12 @@ def test_cancel_after_the_tokens_expiry_still_stops_the_stream(deps, sockets, st
     body = {"action": "cancel", "streamId": stream_id}
     ws_flow.handle_message(message(body, exp=time.time() - 3600), deps)
     assert store.get(stream_id).cancel_requested is True
+
+
+@pytest.mark.parametrize("depth", [33, 100_000])
+def test_deeply_nested_json_is_a_bad_request_naming_the_limit(deps, sockets, depth):
+    raw = '{"action":"stream","prompt":"hi","system":' + "[" * depth + "]" * depth + "}"
+    assert ws_flow.handle_message(message(raw), deps) == {"statusCode": 200}
+    err = only_error(sockets)
+    assert err["code"] == "BAD_REQUEST"
+    assert "nested deeper than the limit of 32 levels" in err["message"]
