@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoints_file=args.endpoints_file,
         gateway_limits=gateway_limits_from_env(os.environ),
         queue_visibility_timeout_s=_optional_int(os.environ, "LOCAL_SQS_VISIBILITY_TIMEOUT_S"),
+        token_validity_s=_optional_int(os.environ, "LOCAL_COGNITO_TOKEN_VALIDITY_S") or 3600,
     )
     cloud = LocalCloud(options)
     endpoints = cloud.start()

@@ -90,6 +90,9 @@ class CloudOptions:
     queue_visibility_timeout_s: int | None = None
     # AppSync's keep-alive interval on real-time connections.
     appsync_ka_interval_s: float = 60.0
+    # Lifetime of the ID and access tokens Cognito issues (Cognito's default is an hour;
+    # tests shorten it to see a token expire under an open connection).
+    token_validity_s: int = 3600
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -270,7 +273,7 @@ class LocalCloud:
         from local.cognito import CognitoEmulator
 
         assert self._loop is not None
-        self._cognito = CognitoEmulator(REGION)
+        self._cognito = CognitoEmulator(REGION, token_validity_s=self.options.token_validity_s)
         self._loop.run(self._cognito.start(self.options.host, _port(self.options, "cognito")))
         return self._cognito.ensure_pool_with_user(
             pool_name="llm-stream-local",
