@@ -122,6 +122,8 @@ class ConnectionRateLimiter:
         with self._lock:
             first = connection_id not in self._told
             self._told.add(connection_id)
+        if first:
+            log.info("connection over its message budget", extra={"connectionId": connection_id})
         return Throttled(
             f"Too many messages on this connection: the limit is {self.describe()}. "
             "Wait a moment and send again.",
