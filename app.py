@@ -166,6 +166,7 @@ def ws_message(event: WebsocketEvent) -> dict[str, Any]:
         store=services.store(),
         send=app.websocket_api.send,
         start_generation=_start_generation,
+        rate_limit=services.rate_limiter().check,
     )
     return ws_flow.handle_message(event.to_dict(), deps)
 

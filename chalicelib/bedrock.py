@@ -60,6 +60,7 @@ from botocore.exceptions import (
 )
 
 from chalicelib.errors import ErrorCode, StreamError
+from chalicelib.protocol import STOP_REASONS
 from chalicelib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ class MetadataEvent:
 
 ModelEvent = TextEvent | StopEvent | MetadataEvent
 
-_KEPT_STOP_REASONS = frozenset(
-    {"end_turn", "max_tokens", "stop_sequence", "content_filtered", "guardrail_intervened"}
-)
+# Bedrock's reasons that the protocol has too; "cancelled" is ours alone.
+_KEPT_STOP_REASONS = frozenset(STOP_REASONS) - {"cancelled"}
 
 
 def map_stop_reason(raw: str | None) -> str:

@@ -2,40 +2,22 @@
 
 Every layer raises ``StreamError`` with a code from ``ErrorCode``; transports
 turn it into an ``error`` frame or an HTTP status. Messages are written for
-users: no stack traces, ARNs, SDK exception text or prompt text.
+users: no stack traces, ARNs, SDK exception text or prompt text. The codes, their
+HTTP statuses and retryability come from chalicelib/protocol.json.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from chalicelib.protocol import ERRORS
 
-class ErrorCode(StrEnum):
-    BAD_REQUEST = "BAD_REQUEST"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    FORBIDDEN = "FORBIDDEN"
-    NOT_FOUND = "NOT_FOUND"
-    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
-    THROTTLED = "THROTTLED"
-    MODEL_ERROR = "MODEL_ERROR"
-    MODEL_TIMEOUT = "MODEL_TIMEOUT"
-    INTERNAL = "INTERNAL"
+ErrorCode = StrEnum("ErrorCode", {code: code for code in ERRORS})  # type: ignore[misc]
 
-
-HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.TOO_MANY_STREAMS: 429,
-    ErrorCode.THROTTLED: 429,
-    ErrorCode.MODEL_ERROR: 502,
-    ErrorCode.MODEL_TIMEOUT: 504,
-    ErrorCode.INTERNAL: 500,
-}
+HTTP_STATUS: dict[ErrorCode, int] = {ErrorCode(c): e["status"] for c, e in ERRORS.items()}
 
 # Worth retrying the same request later, unchanged.
-RETRYABLE = frozenset({ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT})
+RETRYABLE = frozenset(ErrorCode(c) for c, e in ERRORS.items() if e["retryable"])
 
 
 class StreamError(Exception):

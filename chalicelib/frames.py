@@ -14,26 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import protocol
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.settings import Limits
 
-VERSION = 1
-FRAME_TYPES = frozenset({"start", "delta", "done", "error", "heartbeat"})
-TERMINAL_TYPES = frozenset({"done", "error"})
-STOP_REASONS = frozenset(
-    {
-        "end_turn",
-        "max_tokens",
-        "stop_sequence",
-        "content_filtered",
-        "guardrail_intervened",
-        "cancelled",
-    }
-)
+VERSION: int = protocol.DATA["version"]
+FRAME_TYPES = frozenset(protocol.FRAME_TYPES)
+TERMINAL_TYPES = frozenset(protocol.TERMINAL_TYPES)
+STOP_REASONS = frozenset(protocol.STOP_REASONS)
 
 # Transport limits on one encoded frame (bytes of UTF-8 JSON).
-WEBSOCKET_FRAME_LIMIT = 32 * 1024
-APPSYNC_PAYLOAD_LIMIT = 240 * 1024
+WEBSOCKET_FRAME_LIMIT: int = protocol.LIMITS["websocketFrameBytes"]
+APPSYNC_PAYLOAD_LIMIT: int = protocol.LIMITS["appsyncPayloadBytes"]
 
 # Bytes of a delta frame other than its text: {"v":1,"streamId":"<36>","seq":<n>,
 # "type":"delta","text":""} is under 100; 256 leaves room for a wrapper.
@@ -266,7 +258,7 @@ def parse_stream_id(value: Any) -> str:
     return str(parsed)
 
 
-MAX_SEQ = 10**9
+MAX_SEQ: int = protocol.LIMITS["maxSeq"]
 
 
 def parse_after_seq(value: Any) -> int:
@@ -330,6 +322,9 @@ def parse_start_request(body: Any, limits: Limits) -> StartRequest:
     system = system or None
 
     max_tokens = body.get("maxTokens", limits.default_max_tokens)
+    if isinstance(max_tokens, float) and max_tokens.is_integer():
+        # JSON has one number type: 1.0 is the integer 1 (as JavaScript and GraphQL read it).
+        max_tokens = int(max_tokens)
     if not _is_int(max_tokens) or not 1 <= max_tokens <= limits.max_tokens_limit:
         raise _bad(f"maxTokens must be an integer from 1 to {limits.max_tokens_limit}")
 

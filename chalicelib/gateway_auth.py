@@ -26,5 +26,11 @@ def policy(principal_id: str, effect: str, resource: str, context: dict[str, str
     }
 
 
-def claims_context(claims: dict[str, Any]) -> dict[str, str]:
-    return {"sub": str(claims["sub"]), "username": str(claims.get("cognito:username", ""))}
+def claims_context(claims: dict[str, Any]) -> dict[str, str | int]:
+    """What later requests of the caller see of the token: who, and until when (``exp``:
+    a WebSocket connection outlives its token, so each message can tell it expired)."""
+    return {
+        "sub": str(claims["sub"]),
+        "username": str(claims.get("cognito:username", "")),
+        "exp": int(claims["exp"]),
+    }

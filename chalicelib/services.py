@@ -13,6 +13,7 @@ from chalicelib.bedrock import BedrockStreamer
 from chalicelib.jwt_verify import JwksCache, JwtVerifier
 from chalicelib.settings import Settings
 from chalicelib.stream_store import StreamStore
+from chalicelib.ws_rate import ConnectionRateLimiter
 
 
 @functools.cache
@@ -34,6 +35,11 @@ def verifier() -> JwtVerifier:
 @functools.cache
 def store() -> StreamStore:
     return StreamStore(settings())
+
+
+@functools.cache
+def rate_limiter() -> ConnectionRateLimiter:
+    return ConnectionRateLimiter(settings(), lambda: store().client)
 
 
 @functools.cache
@@ -71,5 +77,14 @@ def publisher() -> Any:
 
 def reset() -> None:
     """Forget every built service (the next call rebuilds it from the environment)."""
-    for fn in (settings, verifier, store, streamer, lambda_client, sqs_client, publisher):
+    for fn in (
+        settings,
+        verifier,
+        store,
+        rate_limiter,
+        streamer,
+        lambda_client,
+        sqs_client,
+        publisher,
+    ):
         fn.cache_clear()

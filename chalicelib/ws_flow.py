@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from botocore.exceptions import ClientError
 from chalice import WebsocketDisconnectedError
 from chalice.app import WebsocketAPI
 
-from chalicelib import stream_store
+from chalicelib import json_input, stream_store
 from chalicelib.bedrock import BedrockStreamer
 from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
 from chalicelib.errors import ErrorCode, StreamError
@@ -46,6 +45,7 @@ from chalicelib.jwt_verify import JwtVerifier, TokenError
 from chalicelib.producer import cancel_watch, coalescing_sender, produce
 from chalicelib.settings import Settings
 from chalicelib.stream_store import StreamStore
+from chalicelib.ws_rate import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,34 @@ class MessageDeps:
     store: StreamStore
     send: Send
     start_generation: Callable[[dict[str, Any]], None]
+    # Per-connection message budget (chalicelib/ws_rate.py); None counts nothing.
+    rate_limit: Callable[[str], None] | None = None
+    clock: Callable[[], float] = time.time
+
+
+# Actions refused once the connection's token has expired: they start or read a stream.
+_NEED_LIVE_TOKEN = ("stream", "resume")
+
+
+def token_expired_error() -> StreamError:
+    """What a client gets for a stream request on a connection whose token has expired: it
+    must open a new connection with a fresh token (the client does so on this answer)."""
+    return StreamError(
+        ErrorCode.UNAUTHORIZED,
+        "The connection's token has expired: reconnect with a fresh token.",
+        retryable=True,
+    )
+
+
+def _token_expired(authorizer: Mapping[str, Any], settings: Settings, now: float) -> bool:
+    """Whether the token the connection was opened with has expired (with the leeway the
+    verifier grants, so a token the handshake accepts is accepted here too). A context
+    without ``exp`` counts as expired: every connection's authorizer records it."""
+    try:
+        exp = float(authorizer.get("exp"))  # API Gateway may hand numbers over as strings
+    except (TypeError, ValueError):
+        return True
+    return now > exp + settings.jwt_leeway_s
 
 
 def _bad(message: str) -> StreamError:
@@ -137,20 +165,22 @@ def handle_message(event: Mapping[str, Any], deps: MessageDeps) -> dict[str, Any
     """One client message. Problems become error frames; the connection stays usable."""
     ctx = event.get("requestContext") or {}
     connection_id = ctx["connectionId"]
-    owner = (ctx.get("authorizer") or {}).get("sub")
+    authorizer = ctx.get("authorizer") or {}
+    owner = authorizer.get("sub")
     stream_id: str | None = None
     try:
         if not owner:
             raise StreamError(ErrorCode.UNAUTHORIZED, "This connection is not authenticated.")
-        try:
-            body = json.loads(event.get("body") or "")
-        except (TypeError, ValueError):
-            raise _bad("the message must be JSON") from None
+        if deps.rate_limit is not None:
+            deps.rate_limit(connection_id)
+        body = json_input.loads(event.get("body") or "", "the message")
         if not isinstance(body, dict):
             raise _bad("the message must be a JSON object")
         action = body.get("action")
         if isinstance(body.get("streamId"), str):
             stream_id = body["streamId"]
+        if action in _NEED_LIVE_TOKEN and _token_expired(authorizer, deps.settings, deps.clock()):
+            raise token_expired_error()
         if action == "stream":
             _start(body, owner, connection_id, deps)
         elif action == "cancel":
@@ -163,6 +193,9 @@ def handle_message(event: Mapping[str, Any], deps: MessageDeps) -> dict[str, Any
             raise _bad(f"'action' is required: one of {', '.join(ACTIONS)}")
         else:
             raise _bad(f"unknown action {str(action)[:40]!r}; expected one of {', '.join(ACTIONS)}")
+    except Throttled as err:
+        if err.first:
+            _send_quietly(deps.send, connection_id, rejection(err))
     except StreamError as err:
         _send_quietly(deps.send, connection_id, rejection(err, stream_id))
     except WebsocketDisconnectedError:

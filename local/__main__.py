@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_visibility_timeout_s=_optional_int(os.environ, "LOCAL_SQS_VISIBILITY_TIMEOUT_S"),
         # LOCAL_MODEL=bedrock: real Bedrock, everything else local (local/model.py).
         model_source=model_source_from_env(os.environ),
+        token_validity_s=_optional_int(os.environ, "LOCAL_COGNITO_TOKEN_VALIDITY_S") or 3600,
     )
     cloud = LocalCloud(options)
     endpoints = cloud.start()

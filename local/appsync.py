@@ -9,10 +9,12 @@ of AppSync's endpoints, faithful to what the app and its clients depend on
   resolvers see parsed; an output is serialized to a JSON string (a string value passes as it
   is). The other AWS scalars are declared for the schema's sake and pass values through.
 - Authorization: Cognito user pools is the default mode and AWS_IAM an additional one.
-  ``Authorization: <raw JWT>`` (ID or access token, no "Bearer") is verified by the
-  ``verifier`` given; ``Authorization: AWS4-HMAC-SHA256 ...`` is checked by recomputing the
-  SigV4 signature (service ``appsync``) over the method, URL, signed headers and body with
-  the local credentials. A missing or bad credential answers 401
+  ``Authorization: <raw JWT>`` (ID or access token of the app client, no "Bearer") is
+  verified as AppSync's user-pool mode does (``UserPoolAuth``: the pool's signature and
+  claims through the product's verifier, then ``token_use`` id with ``aud``, or access
+  with ``client_id``, naming the app client); ``Authorization: AWS4-HMAC-SHA256 ...`` is
+  checked by recomputing the SigV4 signature (service ``appsync``) over the method, URL,
+  signed headers and body with the local credentials. A missing or bad credential answers 401
   ``{"errors": [{"errorType": "UnauthorizedException", "message": ...}]}``.
 - Field-level auth as AppSync: ``@aws_iam`` / ``@aws_cognito_user_pools`` on a field (else
   on its type) list the modes allowed; no directive allows the default mode only. A caller
@@ -64,14 +66,23 @@ GraphQL endpoint, gql takes the URL as given)
                               publishFailureStatus (default 500) and an AppSync error body
     DELETE /_emulator/faults  clear them
     GET    /_emulator/stats   {"publishes", "publishFailuresInjected", "deliveries",
-                               "dropped", "connections", "subscriptions"}
+                               "dropped", "resolverInvocations", "connections",
+                               "subscriptions"}
 
-Known differences from AppSync: only the user-pool and IAM modes exist (the schema uses no
-others); the ``host`` in real-time headers is not compared with the API's host; a
-``start``'s session token is signed over but not checked; subscription payloads are not
-re-authorized field by field; filters support the equality the resolver uses; the close
-code after ``connection_error`` (1000) and the ``DuplicatedOperationError`` type for a reused
-start id are our choices, not observed AppSync behaviour.
+**Execution limits** as the stack sets them: an operation nested more than
+``QUERY_DEPTH_LIMIT`` (5) fields deep, or with more than ``RESOLVER_COUNT_LIMIT`` (3)
+resolver fields (each alias counts), is refused whole with ``{"data": null, "errors":
+[{"errorType": "QueryDepthLimitExceeded" | "ResolverCountLimitExceeded", "message"}]}``
+before any resolver runs. JSON bodies, messages and ``payload.data`` nested deeper than
+the product's JSON limit (32) answer ``BadRequestException`` naming it (HTTP 400).
+
+Known differences from AppSync: the execution-limit error types and messages are ours
+(AppSync documents the limits, not the wording); only the user-pool and IAM modes exist
+(the schema uses no others); the ``host`` in real-time headers is not compared with the
+API's host; a ``start``'s session token is signed over but not checked; subscription
+payloads are not re-authorized field by field; filters support the equality the resolver
+uses; the close code after ``connection_error`` (1000) and the ``DuplicatedOperationError``
+type for a reused start id are our choices, not observed AppSync behaviour.
 
 Logs never contain tokens, signatures, variables or frames: operation, field names, auth
 mode, status and counts only.
@@ -125,6 +136,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values
 
+from chalicelib.json_input import MAX_JSON_DEPTH, json_depth
 from chalicelib.jwt_verify import JwtVerifier, TokenError
 from local.http_service import (
     ControlError,
@@ -149,6 +161,14 @@ SUBSCRIPTION_PAYLOAD_BYTES = 240 * 1024  # one subscription message; larger ones
 MAX_SUBSCRIPTIONS = 100  # per WebSocket connection
 SIGV4_MAX_SKEW = timedelta(minutes=5)
 LAMBDA_TIMEOUT_S = 30.0  # AppSync's resolver timeout
+# The API's execution limits, as the stack configures them (queryDepthLimit,
+# resolverCountLimit): deeper operations, or ones that would run more resolvers (aliases
+# count, one each), are refused whole, before any resolver runs.
+QUERY_DEPTH_LIMIT = 5
+RESOLVER_COUNT_LIMIT = 3
+# JSON bodies and messages nested deeper than this are refused before parsing (Python's
+# parser recurses per level); the product's own limit, so the answer names the same one.
+JSON_DEPTH_LIMIT = MAX_JSON_DEPTH
 
 # AppSync's scalars and directives: AppSync knows them without declarations, graphql-core
 # needs them declared before the schema can be built.
@@ -312,6 +332,59 @@ def _by_field_name(
     return out
 
 
+def _limits_error(
+    operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> dict[str, Any] | None:
+    """AppSync's query depth and resolver count limits: the error refusing ``operation``,
+    or None. Depth counts nested fields (fragments flattened); resolvers are the root
+    fields, which are the ones this schema attaches resolvers to, counted per alias."""
+    roots = [
+        f for f in _field_nodes(operation.selection_set, fragments) if f.name.value != "__typename"
+    ]
+    if len(roots) > RESOLVER_COUNT_LIMIT:
+        return {
+            "errorType": "ResolverCountLimitExceeded",
+            "message": f"The operation would run {len(roots)} resolvers; the resolver count "
+            f"limit is {RESOLVER_COUNT_LIMIT}.",
+        }
+    # Iterative, and stopping at the first level past the limit (validation already
+    # refused fragment cycles).
+    stack: list[tuple[FieldNode, int]] = [(f, 1) for f in roots]
+    while stack:
+        node, depth = stack.pop()
+        if depth > QUERY_DEPTH_LIMIT:
+            return _limits_depth_error()
+        stack.extend((child, depth + 1) for child in _field_nodes(node.selection_set, fragments))
+    return None
+
+
+def _limits_depth_error() -> dict[str, Any]:
+    return {
+        "errorType": "QueryDepthLimitExceeded",
+        "message": f"The operation is nested more than {QUERY_DEPTH_LIMIT} levels deep; "
+        f"the query depth limit is {QUERY_DEPTH_LIMIT}.",
+    }
+
+
+def _nesting_error() -> dict[str, Any]:
+    return _error_body(
+        "BadRequestException",
+        f"The JSON is nested deeper than the limit of {JSON_DEPTH_LIMIT} levels.",
+    )
+
+
+def _loads_limited(text: str | bytes) -> Any:
+    """JSON of a request or message, refused (``NestingError``) past the nesting limit."""
+    raw = text.decode("utf-8") if isinstance(text, bytes) else text
+    if json_depth(raw) > JSON_DEPTH_LIMIT:
+        raise NestingError
+    return json.loads(raw)
+
+
+class NestingError(ValueError):
+    """JSON nested deeper than ``JSON_DEPTH_LIMIT``."""
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
@@ -381,6 +454,30 @@ class AuthError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class UserPoolAuth:
+    """AppSync's Cognito user-pool authorization: ID *and* access tokens of the app client
+    (Amplify's user-pool mode sends the access token). The signature, issuer and time
+    checks are the product's own (``JwtVerifier.verified_claims``); which token uses are
+    let through is AppSync's rule, so it lives here, not in the product, whose entry
+    points accept ID tokens only (the resolvers refuse access tokens themselves)."""
+
+    def __init__(self, verifier: JwtVerifier) -> None:
+        self._verifier = verifier
+
+    def verify(self, token: str | None) -> dict[str, Any]:
+        claims = self._verifier.verified_claims(token)
+        token_use = claims.get("token_use")
+        if token_use == "access":
+            if claims.get("client_id") != self._verifier.client_id:
+                raise TokenError("wrong client")
+        elif token_use == "id":
+            if claims.get("aud") != self._verifier.client_id:
+                raise TokenError("wrong audience")
+        else:
+            raise TokenError("not an ID or access token")
+        return claims
 
 
 # AppSync's own wording where it is known; the verifier's reason otherwise.
@@ -568,6 +665,7 @@ class Resolvers:
     def __init__(self, lambdas: LocalLambdas, function_name: str) -> None:
         self.lambdas = lambdas
         self.function_name = function_name
+        self.invocations = 0  # Lambda resolver invocations since start
 
     def resolve(self, root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
         """graphql-core's field resolver: the resolver attached to the field, if any."""
@@ -591,6 +689,7 @@ class Resolvers:
             "arguments": args,
             "identity": {"sub": context.caller.sub, "tokenUse": context.caller.token_use},
         }
+        self.invocations += 1
         try:
             result = await self.lambdas.run(self.function_name, event, timeout=LAMBDA_TIMEOUT_S)
         except Exception as exc:  # ctx.error: unhandled, timed out, unknown function
@@ -766,9 +865,9 @@ def _query_header(raw_query: str) -> str | None:
 class AppSyncEmulator:
     """One AppSync GraphQL API (HTTP and real-time endpoints) on one local port.
 
-    ``verifier`` checks user-pool tokens; give it ``accept_access_tokens=True`` to accept
-    access tokens as AppSync does (Amplify's user-pool mode sends them). ``credentials``
-    are the (access key id, secret) IAM callers must sign with.
+    ``verifier`` checks the user pool's tokens; ID and access tokens of its app client are
+    accepted, as AppSync does (``UserPoolAuth``). ``credentials`` are the (access key id,
+    secret) IAM callers must sign with.
     """
 
     def __init__(
@@ -786,7 +885,7 @@ class AppSyncEmulator:
         if ka_interval_s <= 0:
             raise ValueError("ka_interval_s must be positive")
         self.lambdas = lambdas
-        self.verifier = verifier
+        self.verifier = UserPoolAuth(verifier)
         self.region = region
         self.credentials = credentials
         self.ka_interval_s = ka_interval_s
@@ -948,14 +1047,16 @@ class AppSyncEmulator:
             )
 
         try:
-            payload = json.loads(body)
+            payload = _loads_limited(body)
             if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
                 raise ValueError("no query")
             variables = payload.get("variables") or {}
             operation_name = payload.get("operationName") or None
             if not isinstance(variables, dict):
                 raise ValueError("variables is not an object")
-        except ValueError:
+        except NestingError:
+            return self._json(_nesting_error(), 400, error_type="BadRequestException")
+        except (ValueError, UnicodeDecodeError):
             return self._json(
                 _error_body(
                     "MalformedHttpRequestException",
@@ -970,11 +1071,19 @@ class AppSyncEmulator:
             document = parse(payload["query"])
         except GraphQLError as error:
             return self._json({"data": None, "errors": [format_error(error)]})
+        except RecursionError:
+            return self._json({"data": None, "errors": [_limits_depth_error()]})
         errors = validate(self.schema, document)
         if errors:
             return self._json({"data": None, "errors": [format_error(e) for e in errors]})
         operation = get_operation_ast(document, operation_name)
         kind = operation.operation.value if operation is not None else None
+        limited = _limits_error(operation, _fragments(document)) if operation else None
+        if limited is not None:
+            log.info(
+                "graphql request over the execution limits", extra={"reason": limited["errorType"]}
+            )
+            return self._json({"data": None, "errors": [limited]})
         if kind == "subscription":
             return self._json(
                 {
@@ -1151,7 +1260,10 @@ class AppSyncEmulator:
     ) -> bool:
         """Handle one client message; False ends the connection."""
         try:
-            message = json.loads(text)
+            message = _loads_limited(text)
+        except NestingError:
+            conn.send({"type": "error", "payload": _nesting_error()})
+            return True
         except ValueError:
             message = None
         if not isinstance(message, dict):
@@ -1213,12 +1325,15 @@ class AppSyncEmulator:
             )
             return
         try:
-            request = json.loads(data)
+            request = _loads_limited(data)
             if not isinstance(request, dict) or not isinstance(request.get("query"), str):
                 raise ValueError("no query")
             variables = request.get("variables") or {}
             if not isinstance(variables, dict):
                 raise ValueError("variables is not an object")
+        except NestingError:
+            conn.send({"type": "error", "id": sub_id, "payload": _nesting_error()})
+            return
         except ValueError:
             conn.send(
                 _realtime_error(
@@ -1286,6 +1401,11 @@ class AppSyncEmulator:
         except GraphQLError as error:
             conn.send({"type": "error", "id": sub_id, "payload": {"errors": [_brief(error)]}})
             return None
+        except RecursionError:
+            conn.send(
+                {"type": "error", "id": sub_id, "payload": {"errors": [_limits_depth_error()]}}
+            )
+            return None
         errors = validate(self.schema, document)
         if errors:
             conn.send(
@@ -1293,6 +1413,10 @@ class AppSyncEmulator:
             )
             return None
         operation = get_operation_ast(document, name)
+        limited = _limits_error(operation, _fragments(document)) if operation else None
+        if limited is not None:
+            conn.send({"type": "error", "id": sub_id, "payload": {"errors": [limited]}})
+            return None
         if operation is None or operation.operation.value != "subscription":
             kind = operation.operation.value if operation is not None else "unknown"
             conn.send(
@@ -1368,6 +1492,7 @@ class AppSyncEmulator:
             "publishFailuresInjected": counters["publish_failures_injected"],
             "deliveries": counters["deliveries"],
             "dropped": counters["dropped"],
+            "resolverInvocations": self.resolvers.invocations,
             "connections": len(self._connections),
             "subscriptions": sum(len(c.subscriptions) for c in self._connections.values()),
         }

@@ -94,6 +94,9 @@ class CloudOptions:
     queue_visibility_timeout_s: int | None = None
     # AppSync's keep-alive interval on real-time connections.
     appsync_ka_interval_s: float = 60.0
+    # Lifetime of the ID and access tokens Cognito issues (Cognito's default is an hour;
+    # tests shorten it to see a token expire under an open connection).
+    token_validity_s: int = 3600
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -101,6 +104,19 @@ def _boto_credentials() -> dict[str, str]:
         "aws_access_key_id": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     }
+
+
+def _own_settings(extra: Mapping[str, str] | None = None) -> Any:
+    """The settings the cloud itself reads (tables, the worker's timeout and batch size, the
+    model id) from its environment (and ``extra``). Some are read before its user pool exists,
+    and none depends on the pool, so the two settings every function must be given are filled
+    in when still unset."""
+    from chalicelib.settings import Settings
+
+    env = {**os.environ, **(extra or {})}
+    for name in ("USER_POOL_ID", "USER_POOL_CLIENT_ID"):
+        env[name] = env.get(name) or "pending"
+    return Settings.from_env(env)
 
 
 def _port(options: CloudOptions, service: str) -> int:
@@ -271,7 +287,7 @@ class LocalCloud:
         from local.cognito import CognitoEmulator
 
         assert self._loop is not None
-        self._cognito = CognitoEmulator(self.region)
+        self._cognito = CognitoEmulator(self.region, token_validity_s=self.options.token_validity_s)
         self._loop.run(self._cognito.start(self.options.host, _port(self.options, "cognito")))
         return self._cognito.ensure_pool_with_user(
             pool_name="llm-stream-local",
@@ -295,14 +311,13 @@ class LocalCloud:
         from local.lambdas import LambdaApi, LocalLambdas
 
         assert self._loop is not None
-        from chalicelib.settings import Settings
 
         # No app yet: it is attached once imported (see _start_rest).
         self._lambdas = LocalLambdas(
             max_workers=MAX_CONCURRENT_INVOCATIONS,
             timeouts={
                 **FUNCTION_TIMEOUTS_S,
-                WORKER_FUNCTION: float(Settings.from_env().worker_timeout_s),
+                WORKER_FUNCTION: float(_own_settings().worker_timeout_s),
             },
         )
         self._lambda_api = LambdaApi(self._lambdas)
@@ -325,13 +340,12 @@ class LocalCloud:
         from local.appsync import AppSyncEmulator
 
         assert self._loop is not None
-        # AppSync's user-pool mode accepts ID and access tokens of the app client (Amplify
-        # sends the access token); the resolvers then refuse access tokens themselves.
+        # The emulator accepts ID and access tokens of the app client, as AppSync's
+        # user-pool mode does; the resolvers then refuse access tokens themselves.
         verifier = JwtVerifier(
             issuer=identity["issuer"],
             client_id=identity["clientId"],
             jwks=JwksCache(identity["jwksUrl"]),
-            accept_access_tokens=True,
         )
         self._appsync = AppSyncEmulator(
             self._lambdas,
@@ -344,7 +358,6 @@ class LocalCloud:
         self._loop.run(self._appsync.start(self.options.host, _port(self.options, "appsync")))
 
     def _start_sqs_source(self, aws_url: str) -> None:
-        from chalicelib.settings import Settings
         from local.sqs_source import SqsEventSource
 
         sqs = boto3.client(
@@ -356,24 +369,20 @@ class LocalCloud:
             queue_url=self._queues.url,
             queue_arn=self._queues.arn,
             function_name=WORKER_FUNCTION,
-            batch_size=Settings.from_env().worker_batch_size,
+            batch_size=_own_settings().worker_batch_size,
             max_concurrency=MAX_CONCURRENT_INVOCATIONS,
             region=self.region,
         )
         self._sqs_source.start()
 
     def _resolve_model(self) -> ModelSetup:
-        from chalicelib.settings import Settings
-
-        model_id = Settings.from_env({**os.environ, **self.options.app_env}).model_id
+        model_id = _own_settings(self.options.app_env).model_id
         return model_setup(self.options.model_source, model_id, REGION)
 
     def _model_endpoint(self) -> dict[str, str]:
         """What ``endpoints["model"]`` says of the model (no credentials)."""
-        from chalicelib.settings import Settings
-
         assert self._model is not None
-        model_id = Settings.from_env().model_id
+        model_id = _own_settings().model_id
         return {
             "source": self._model.source,
             "region": self.region,
@@ -414,10 +423,9 @@ class LocalCloud:
 
     def _provision(self, aws_url: str) -> Any:
         """The tables and the work queue with its DLQ; returns the queues."""
-        from chalicelib.settings import Settings
         from local.provision import create_queues, create_tables
 
-        settings = Settings.from_env()
+        settings = _own_settings()
         clients = {"region_name": self.region, "endpoint_url": aws_url, **_boto_credentials()}
         create_tables(boto3.client("dynamodb", **clients), settings)
         visibility = self.options.queue_visibility_timeout_s
@@ -431,7 +439,6 @@ class LocalCloud:
 
     def _start_function_url(self, app_env: Mapping[str, str]) -> str | None:
         """Serve ``node_function`` as a Function URL; None (and a warning) if it can't be."""
-        from chalicelib.settings import Settings
         from local.function_url import FunctionUrlHost
 
         assert self._model is not None
@@ -447,7 +454,7 @@ class LocalCloud:
         if problem is not None:
             log.warning("The Function URL is not served: %s.", problem)
             return None
-        settings = Settings.from_env()
+        settings = _own_settings()
         env = {
             # What the CDK stack gives every function, resolved as the Python app does, so
             # both runtimes use the same tables and model even where the app uses defaults.

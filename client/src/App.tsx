@@ -39,7 +39,7 @@ export function App() {
   const user = phase.kind === 'ready' ? phase.user : null;
 
   const wiring = useMemo(
-    () => (config && user ? buildTransports(config, () => idToken(), amplifyGraphqlApi()) : null),
+    () => (config && user ? buildTransports(config, (o) => idToken(o?.forceRefresh), amplifyGraphqlApi()) : null),
     [config, user],
   );
 

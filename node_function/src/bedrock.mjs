@@ -31,6 +31,7 @@ import { BedrockRuntimeClient, ConverseStreamCommand } from '@aws-sdk/client-bed
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 
 import { ErrorCode, StreamError } from './errors.mjs';
+import { PROTOCOL } from './protocol.mjs';
 
 /** Returned by nextEvent once the stream is over (finished or closed). */
 export const END = Symbol('end');
@@ -41,7 +42,8 @@ export const END = Symbol('end');
  *   | {type: 'metadata', usage: {inputTokens: number, outputTokens: number}, metrics: Record<string, number>}} ModelEvent
  */
 
-const KEPT_STOP_REASONS = new Set(['end_turn', 'max_tokens', 'stop_sequence', 'content_filtered', 'guardrail_intervened']);
+// Bedrock's reasons that the protocol has too; "cancelled" is ours alone.
+const KEPT_STOP_REASONS = new Set(PROTOCOL.stopReasons.filter((r) => r !== 'cancelled'));
 
 /** Bedrock's stopReason as one of the frame protocol's values (docs/protocol.md). */
 export function mapStopReason(/** @type {string|undefined} */ raw) {

@@ -1,36 +1,20 @@
 /**
  * The error codes of docs/protocol.md and the one error type that carries them
- * (mirrors chalicelib/errors.py). Messages are written for users: no stack
- * traces, ARNs, SDK exception text or prompt text.
+ * (mirrors chalicelib/errors.py; codes, statuses and retryability come from
+ * protocol.json). Messages are written for users: no stack traces, ARNs, SDK
+ * exception text or prompt text.
  */
 
-export const ErrorCode = Object.freeze({
-  BAD_REQUEST: 'BAD_REQUEST',
-  UNAUTHORIZED: 'UNAUTHORIZED',
-  FORBIDDEN: 'FORBIDDEN',
-  NOT_FOUND: 'NOT_FOUND',
-  TOO_MANY_STREAMS: 'TOO_MANY_STREAMS',
-  THROTTLED: 'THROTTLED',
-  MODEL_ERROR: 'MODEL_ERROR',
-  MODEL_TIMEOUT: 'MODEL_TIMEOUT',
-  INTERNAL: 'INTERNAL',
-});
+import { ERRORS } from './protocol.mjs';
+
+/** @type {Readonly<Record<string, string>>} */
+export const ErrorCode = Object.freeze(Object.fromEntries(Object.keys(ERRORS).map((c) => [c, c])));
 
 /** @type {Readonly<Record<string, number>>} */
-export const HTTP_STATUS = Object.freeze({
-  BAD_REQUEST: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  TOO_MANY_STREAMS: 429,
-  THROTTLED: 429,
-  MODEL_ERROR: 502,
-  MODEL_TIMEOUT: 504,
-  INTERNAL: 500,
-});
+export const HTTP_STATUS = Object.freeze(Object.fromEntries(Object.entries(ERRORS).map(([c, e]) => [c, e.status])));
 
 /** Worth retrying the same request later, unchanged. */
-export const RETRYABLE = new Set([ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT]);
+export const RETRYABLE = new Set(Object.keys(ERRORS).filter((c) => ERRORS[c].retryable));
 
 /** A failure with a code from docs/protocol.md and a message safe to show a user. */
 export class StreamError extends Error {

@@ -7,19 +7,15 @@
 import { randomUUID } from 'node:crypto';
 
 import { ErrorCode, StreamError } from './errors.mjs';
+import { LIMITS, PROTOCOL } from './protocol.mjs';
 import { codePointLength, isBlank, pyList, pyRepr, pySorted, withCommas } from './text.mjs';
 
-export const VERSION = 1;
-export const FRAME_TYPES = new Set(['start', 'delta', 'done', 'error', 'heartbeat']);
-export const TERMINAL_TYPES = new Set(['done', 'error']);
-export const STOP_REASONS = new Set([
-  'end_turn',
-  'max_tokens',
-  'stop_sequence',
-  'content_filtered',
-  'guardrail_intervened',
-  'cancelled',
-]);
+export const VERSION = PROTOCOL.version;
+export const FRAME_TYPES = new Set(PROTOCOL.frameTypes);
+export const TERMINAL_TYPES = new Set(PROTOCOL.terminalTypes);
+export const STOP_REASONS = new Set(PROTOCOL.stopReasons);
+/** The highest seq a read or resume may name. */
+export const MAX_SEQ = LIMITS.maxSeq;
 
 // Bytes of a delta frame other than its text ({"v":1,"streamId":"<36>","seq":<n>,
 // "type":"delta","text":""} is under 100); 256 leaves room for a wrapper.

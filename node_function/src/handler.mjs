@@ -20,7 +20,8 @@
 import { performance } from 'node:perf_hooks';
 
 import { ErrorCode, StreamError } from './errors.mjs';
-import { parseStartRequest, parseStreamId, rejection, TERMINAL_TYPES } from './frames.mjs';
+import { MAX_SEQ, parseStartRequest, parseStreamId, rejection, TERMINAL_TYPES } from './frames.mjs';
+import { parseJson } from './json_input.mjs';
 import { bearerToken, TokenError } from './jwt.mjs';
 import { errorKind } from './log.mjs';
 import { runStream } from './producer.mjs';
@@ -29,8 +30,11 @@ import { claimLapsed, isTerminal, STALE_AFTER_S, TRANSPORT } from './store.mjs';
 
 const SSE_HEADERS = Object.freeze({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 const JSON_HEADERS = Object.freeze({ 'Content-Type': 'application/json' });
+// Every HTTP entry point refuses a bad token with API Gateway's own answer for a failed
+// authorizer, whatever the reason (the reason goes to the log only): the REST API and its
+// streaming routes answer this at the gateway, the Function URL here.
+export const UNAUTHORIZED_BODY = '{"message":"Unauthorized"}';
 const REPLAY_PAGE = 500;
-const MAX_SEQ = 10 ** 9;
 // How often a follower re-reads the stream record (to notice a stream whose
 // producer died or whose terminal frame never reached the store).
 const RECORD_CHECK_MS = 1000;
@@ -89,6 +93,12 @@ class Response {
   sendError(/** @type {StreamError} */ err, /** @type {Record<string, string>} */ extraHeaders = {}) {
     this._open(err.httpStatus, { ...JSON_HEADERS, ...extraHeaders });
     this.write(JSON.stringify({ error: { code: err.code, message: err.message } }));
+  }
+
+  /** 401 with the one refusal body every HTTP entry point gives. */
+  sendUnauthorized() {
+    this._open(401, { ...JSON_HEADERS, 'WWW-Authenticate': 'Bearer' });
+    this.write(UNAUTHORIZED_BODY);
   }
 
   /** 204 and no body: nothing to send (EventSource stops reconnecting on a 204). */
@@ -196,9 +206,10 @@ export function createStreamHandler(deps) {
       if (res.committed) {
         // Producers turn their own failures into frames; this is a follower failing.
         rlog('error', 'stream failed after the response started', errorKind(err));
+      } else if (err instanceof StreamError && err.code === ErrorCode.UNAUTHORIZED) {
+        res.sendUnauthorized();
       } else if (err instanceof StreamError) {
-        const extra = err.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {};
-        res.sendError(err, extra);
+        res.sendError(err);
       } else {
         rlog('error', 'unhandled error', { method, ...errorKind(err) });
         res.sendError(new StreamError(ErrorCode.INTERNAL, 'Internal error.'));
@@ -208,7 +219,7 @@ export function createStreamHandler(deps) {
     }
   };
 
-  /** The caller's ``sub``, or UNAUTHORIZED with a short reason. */
+  /** The caller's ``sub``, or UNAUTHORIZED (the reason is logged, never answered). */
   async function authenticate(event, rlog) {
     const token = bearerToken(header(event?.headers, 'authorization'));
     try {
@@ -218,19 +229,14 @@ export function createStreamHandler(deps) {
     } catch (err) {
       if (err instanceof TokenError) {
         rlog('info', 'token rejected', { reason: err.reason, entry: 'function_url' });
-        throw new StreamError(ErrorCode.UNAUTHORIZED, err.reason);
+        throw new StreamError(ErrorCode.UNAUTHORIZED, 'Unauthorized.');
       }
       throw err;
     }
   }
 
   async function start(event, owner, res, rlog, remainingMs) {
-    let body;
-    try {
-      body = JSON.parse(bodyText(event));
-    } catch {
-      throw bad('the request body must be JSON');
-    }
+    const body = parseJson(bodyText(event), 'the request body');
     const request = parseStartRequest(body, settings.limits);
     const { streamId } = request;
     const { created } = await store.create(streamId, owner, TRANSPORT, { model: settings.modelId });

@@ -1,13 +1,16 @@
 /**
  * Cognito ID-token verification (docs/security.md), the Node twin of chalicelib/jwt_verify.py,
- * built on aws-jwt-verify.
+ * built on aws-jwt-verify. Both give the same verdict and reason for every case of
+ * tests/vectors/jwt.json.
  *
- * Checks, in the same order as the Python side: RS256 only (so "none" and HS256
- * signed with the public key are refused before any key is used), a key id, the
- * signing key from the pool's JWKS, the signature, exp/nbf with at most 60 s of
- * leeway, iss = the pool issuer, the claims every Cognito ID token has,
- * token_use = "id", and aud = the app client. Every rejection is a TokenError with
- * a short reason that is safe to log and to show.
+ * Checks, in the same order as the Python side: the token's size, its header's shape
+ * (an object with alg RS256, so "none" and HS256 signed with the public key are refused
+ * before any key is used, a string kid, no crit), the signing key from the pool's JWKS
+ * (a key marked for encryption never verifies), the signature, exp/nbf as numbers within
+ * at most 60 s of leeway, iss = the pool issuer, the claims every Cognito ID token has
+ * (sub non-empty), iat not in the future, token_use = "id", and aud = the app client.
+ * Every rejection is a TokenError with a short reason for the log; callers answer every
+ * rejection the same way.
  *
  * Why not CognitoJwtVerifier: it derives the issuer from the pool id
  * (https://cognito-idp.<region>.amazonaws.com/<pool>) and cannot take another
@@ -19,12 +22,11 @@
  * refetches it when a token names an unknown kid; after a refetch that still does
  * not find the kid, its penalty box refuses further refetches for ``waitSeconds``
  * (set to JWKS_REFETCH_INTERVAL_S, 60 s), so forged kids cannot make us hammer the
- * JWKS endpoint. Its own fetcher speaks https only (node:https), which is right on
- * AWS; for the local cloud's plain-http JWKS URL a small node:http fetcher is
- * plugged into the same cache (same caching and penalty rules).
+ * JWKS endpoint. The fetcher is ours (JwksFetcher): one path, the runtime's fetch, for
+ * any URL; a failed fetch is retried with backoff within the request's fetch budget, and
+ * is not remembered beyond a short cooldown, so an outage of the JWKS endpoint does not
+ * lock users out once it is over.
  */
-
-import http from 'node:http';
 
 import { JwtVerifier } from 'aws-jwt-verify';
 import {
@@ -42,17 +44,19 @@ import {
   JwtParseError,
   JwtWithoutValidKidError,
   KidNotFoundInJwksError,
-  NonRetryableFetchError,
   WaitPeriodNotYetEndedJwkError,
 } from 'aws-jwt-verify/error';
-import { SimpleFetcher } from 'aws-jwt-verify/https';
 import { SimpleJwksCache, SimplePenaltyBox } from 'aws-jwt-verify/jwk';
 
+import { LIMITS } from './protocol.mjs';
+
 export const ALGORITHM = 'RS256';
+/** Tokens longer than this are refused before any parsing (API Gateway caps a header at 10 KB). */
+export const MAX_TOKEN_CHARS = LIMITS.maxTokenChars;
 const REQUIRED_CLAIMS = ['exp', 'iat', 'iss', 'sub', 'token_use'];
 const MAX_JWKS_BYTES = 1024 * 1024;
 
-/** The token is not acceptable; ``reason`` says why in a few words. */
+/** The token is not acceptable; ``reason`` says why in a few words (for logs only). */
 export class TokenError extends Error {
   constructor(/** @type {string} */ reason) {
     super(reason);
@@ -62,55 +66,73 @@ export class TokenError extends Error {
 }
 
 /**
- * GET a JWKS over plain http (the local cloud); https goes to aws-jwt-verify's fetcher.
- * @param {string} uri @param {number} timeoutMs @returns {Promise<ArrayBuffer>}
+ * aws-jwt-verify Fetcher for the JWKS: the runtime's fetch, for http and https alike, with
+ * retries and exponential backoff while the fetch budget lasts, and a short cooldown after
+ * a fetch that failed (requests meanwhile fail fast instead of each waiting the budget).
  */
-function httpGet(uri, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(uri, { timeout: timeoutMs, agent: false }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        reject(new NonRetryableFetchError(uri, `Status code is ${res.statusCode}, expected 200`));
-        return;
-      }
-      /** @type {Buffer[]} */
-      const chunks = [];
-      let size = 0;
-      res.on('data', (/** @type {Buffer} */ chunk) => {
-        size += chunk.length;
-        if (size > MAX_JWKS_BYTES) {
-          req.destroy(new FetchError(uri, 'JWKS response too large'));
-          return;
-        }
-        chunks.push(chunk);
-      });
-      res.on('end', () => {
-        const buf = Buffer.concat(chunks);
-        resolve(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-      });
-      res.on('error', (err) => reject(new FetchError(uri, err.message)));
-    });
-    req.on('timeout', () => req.destroy(new FetchError(uri, `timed out after ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(err instanceof FetchError ? err : new FetchError(uri, err.message)));
-  });
-}
-
-/** aws-jwt-verify Fetcher for https (its own) and http (ours) JWKS URLs. */
 export class JwksFetcher {
-  constructor(timeoutMs = 5000) {
+  /**
+   * @param {{timeoutMs?: number, budgetMs?: number, retryBaseMs?: number, failureCooldownMs?: number,
+   *   fetch?: typeof globalThis.fetch, now?: () => number, sleep?: (ms: number) => Promise<void>}} [options]
+   */
+  constructor({ timeoutMs = 2000, budgetMs = 5000, retryBaseMs = 100, failureCooldownMs = 1000, fetch, now, sleep } = {}) {
     this._timeoutMs = timeoutMs;
-    this._https = new SimpleFetcher();
+    this._budgetMs = budgetMs;
+    this._retryBaseMs = retryBaseMs;
+    this._cooldownMs = failureCooldownMs;
+    this._fetch = fetch ?? globalThis.fetch;
+    this._now = now ?? (() => Date.now());
+    this._sleep = sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    /** @type {number|null} */
+    this._failedAt = null;
+    this.fetches = 0;
   }
 
-  /** @param {string} uri */
+  /** @param {string} uri @returns {Promise<ArrayBuffer>} */
   async fetch(uri) {
-    if (new URL(uri).protocol === 'http:') return httpGet(uri, this._timeoutMs);
-    return this._https.fetch(uri);
+    if (this._failedAt !== null && this._now() - this._failedAt < this._cooldownMs) {
+      throw new FetchError(uri, 'JWKS fetch failed moments ago');
+    }
+    const deadline = this._now() + this._budgetMs;
+    let delay = this._retryBaseMs;
+    for (;;) {
+      try {
+        const body = await this._once(uri, Math.max(50, Math.min(this._timeoutMs, deadline - this._now())));
+        this._failedAt = null;
+        return body;
+      } catch (err) {
+        if (deadline - this._now() <= delay) {
+          this._failedAt = this._now();
+          throw err instanceof FetchError ? err : new FetchError(uri, String(err?.message ?? err));
+        }
+        await this._sleep(delay);
+        delay *= 2;
+      }
+    }
+  }
+
+  /** @param {string} uri @param {number} timeoutMs */
+  async _once(uri, timeoutMs) {
+    this.fetches += 1;
+    const res = await this._fetch(uri, { signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new FetchError(uri, `Status code is ${res.status}, expected 200`);
+    }
+    const declared = Number(res.headers.get('content-length') ?? 0);
+    if (declared > MAX_JWKS_BYTES) {
+      await res.body?.cancel();
+      throw new FetchError(uri, 'JWKS response too large');
+    }
+    const body = await res.arrayBuffer();
+    if (body.byteLength > MAX_JWKS_BYTES) throw new FetchError(uri, 'JWKS response too large');
+    return body;
   }
 }
 
 /** @param {string} token */
-function unverifiedHeader(token) {
+export function unverifiedHeader(token) {
+  if (token.length > MAX_TOKEN_CHARS) throw new TokenError('token too large');
   const parts = token.split('.');
   if (parts.length !== 3 || !parts[0]) throw new TokenError('malformed token');
   let header;
@@ -150,13 +172,16 @@ const LIBRARY_REASONS = [
  * @property {number} [leewayS] 0..60
  * @property {number} [refetchIntervalS] least seconds between JWKS refetches for unknown kids
  * @property {{fetch(uri: string): Promise<ArrayBuffer>}} [fetcher]
+ * @property {() => number} [nowS] seconds since the epoch (tests)
  */
 
 export class IdTokenVerifier {
   /** @param {VerifierOptions} options */
-  constructor({ issuer, clientId, jwksUrl, leewayS = 60, refetchIntervalS = 60, fetcher }) {
+  constructor({ issuer, clientId, jwksUrl, leewayS = 60, refetchIntervalS = 60, fetcher, nowS }) {
     if (!(leewayS >= 0 && leewayS <= 60)) throw new RangeError('leeway must be between 0 and 60 seconds');
     this._clientId = clientId;
+    this._leewayS = leewayS;
+    this._nowS = nowS ?? (() => Date.now() / 1000);
     const jwksCache = new SimpleJwksCache({
       fetcher: fetcher ?? new JwksFetcher(),
       penaltyBox: new SimplePenaltyBox({ waitSeconds: refetchIntervalS }),
@@ -181,23 +206,32 @@ export class IdTokenVerifier {
    * @returns {Promise<Record<string, any>>}
    */
   async verify(token) {
-    if (!token || typeof token !== 'string') throw new TokenError('missing token');
-    const header = unverifiedHeader(token);
-    const alg = header.alg;
-    if (alg !== ALGORITHM) {
-      // Covers "none" and HS256 signed with the public key (key confusion).
-      throw new TokenError(`unsupported algorithm ${String(alg).slice(0, 16)}`);
-    }
-    if (typeof header.kid !== 'string' || !header.kid) throw new TokenError('token has no key id');
     try {
-      return /** @type {Record<string, any>} */ (await this._verifier.verify(token));
+      return await this._verify(token);
     } catch (err) {
       if (err instanceof TokenError) throw err;
       for (const [type, reason] of LIBRARY_REASONS) {
         if (err instanceof type) throw new TokenError(reason);
       }
+      // Whatever a library throws on input we did not foresee is a rejection too.
       throw new TokenError('invalid token');
     }
+  }
+
+  /** @param {string|null|undefined} token */
+  async _verify(token) {
+    if (!token || typeof token !== 'string') throw new TokenError('missing token');
+    const header = unverifiedHeader(token);
+    const alg = header.alg;
+    if (alg !== ALGORITHM) {
+      // Covers "none" and HS256 signed with the public key (key confusion).
+      throw new TokenError(typeof alg === 'string' ? `unsupported algorithm ${alg.slice(0, 16)}` : 'unsupported algorithm');
+    }
+    if (typeof header.kid !== 'string' || !header.kid) throw new TokenError('token has no key id');
+    // RFC 7515 4.1.11: a recipient must refuse extensions it does not understand, and we
+    // understand none.
+    if ('crit' in header) throw new TokenError('unsupported critical header');
+    return /** @type {Record<string, any>} */ (await this._verifier.verify(token));
   }
 
   /** @param {Record<string, any>} payload */
@@ -205,6 +239,9 @@ export class IdTokenVerifier {
     for (const claim of REQUIRED_CLAIMS) {
       if (payload[claim] === undefined || payload[claim] === null) throw new TokenError('missing required claim');
     }
+    // Cognito never issues a token dated in the future.
+    if (payload.iat - this._leewayS > this._nowS()) throw new TokenError('token issued in the future');
+    if (typeof payload.sub !== 'string' || !payload.sub) throw new TokenError('missing required claim');
     if (payload.token_use !== 'id') throw new TokenError('not an ID token');
     if (payload.aud !== this._clientId) throw new TokenError('wrong audience');
   }

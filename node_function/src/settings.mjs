@@ -1,52 +1,56 @@
 /**
- * One typed settings object read from the environment, with the same names,
- * defaults and bounds as chalicelib/settings.py (the subset this function uses).
- * Nothing else reads process.env, so tests build exactly the settings they need.
+ * One typed settings object read from the environment: the settings schema of
+ * protocol.json (names, defaults, ranges), which chalicelib/settings.py reads too; this
+ * function reads the entries that name a ``node`` field. The user pool and app client
+ * have no default: a function started without them fails at once, naming the missing
+ * setting. Nothing else reads process.env, so tests build exactly the settings they need.
  */
 
+import { SETTINGS } from './protocol.mjs';
+
 export class SettingsError extends Error {}
+
+const SCHEMA = Object.fromEntries(SETTINGS.map((e) => [e.env, e]));
 
 /**
  * How frames leave the producer: "coalesce" (the default) is the ordered background
  * sender of docs/protocol.md; "per_token" is the baseline bench/ measures it against (one
  * delta frame per model token, delivered before the model is read on).
  */
-export const SENDER_MODES = Object.freeze(['coalesce', 'per_token']);
+export const SENDER_MODES = Object.freeze([...SCHEMA.SENDER_MODE.choices]);
 
-/** @param {Record<string, string|undefined>} env */
-function reader(env) {
-  const raw = (/** @type {string} */ name) => {
-    const v = env[name];
-    return v === undefined || v === '' ? undefined : v;
-  };
-  return {
-    str(/** @type {string} */ name, /** @type {string} */ def) {
-      return raw(name) ?? def;
-    },
-    int(/** @type {string} */ name, /** @type {number} */ def, /** @type {number} */ lo, /** @type {number} */ hi) {
-      const v = raw(name);
-      if (v === undefined) return def;
-      if (!/^\s*[+-]?\d+\s*$/.test(v)) throw new SettingsError(`${name} must be an integer, got ${JSON.stringify(v)}`);
-      const n = Number.parseInt(v, 10);
-      if (n < lo || n > hi) throw new SettingsError(`${name} must be between ${lo} and ${hi}, got ${n}`);
-      return n;
-    },
-    choice(/** @type {string} */ name, /** @type {string} */ def, /** @type {readonly string[]} */ allowed) {
-      const v = raw(name) ?? def;
-      if (!allowed.includes(v)) {
-        throw new SettingsError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-      }
-      return v;
-    },
-    num(/** @type {string} */ name, /** @type {number} */ def, /** @type {number} */ lo, /** @type {number} */ hi) {
-      const v = raw(name);
-      if (v === undefined) return def;
-      const n = Number(v);
-      if (v.trim() === '' || Number.isNaN(n)) throw new SettingsError(`${name} must be a number, got ${JSON.stringify(v)}`);
-      if (n < lo || n > hi) throw new SettingsError(`${name} must be between ${lo} and ${hi}, got ${n}`);
-      return n;
-    },
-  };
+/** @param {any} entry @param {string} v */
+function parse(entry, v) {
+  const name = entry.env;
+  if (entry.type === 'str') return v;
+  if (entry.type === 'choice') {
+    if (!entry.choices.includes(v)) {
+      throw new SettingsError(`${name} must be one of ${entry.choices.join(', ')}, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+  let n;
+  if (entry.type === 'int') {
+    if (!/^\s*[+-]?\d+\s*$/.test(v)) throw new SettingsError(`${name} must be an integer, got ${JSON.stringify(v)}`);
+    n = Number.parseInt(v, 10);
+  } else {
+    n = Number(v);
+    if (v.trim() === '' || Number.isNaN(n)) throw new SettingsError(`${name} must be a number, got ${JSON.stringify(v)}`);
+  }
+  if (!Number.isFinite(n) || n < entry.min || n > entry.max) {
+    throw new SettingsError(`${name} must be between ${entry.min} and ${entry.max}, got ${n}`);
+  }
+  return n;
+}
+
+/** @param {Record<string, string|undefined>} env @param {any} entry */
+function read(env, entry) {
+  const v = env[entry.env];
+  if (v === undefined || v === '') {
+    if (entry.required) throw new SettingsError(`${entry.env} is required and not set`);
+    return entry.default;
+  }
+  return parse(entry, v);
 }
 
 /**
@@ -83,57 +87,31 @@ function reader(env) {
  * @property {Limits} limits
  */
 
-export const DEFAULT_LIMITS = Object.freeze({
-  maxInputChars: 32_000,
-  maxTokensLimit: 4096,
-  defaultMaxTokens: 1024,
-  maxStreamsPerUser: 3,
-  maxMessages: 100,
-});
+/** @type {Readonly<Limits>} */
+export const DEFAULT_LIMITS = Object.freeze(
+  Object.fromEntries(SETTINGS.filter((e) => e.group === 'limits').map((e) => [e.node, e.default])),
+);
 
 /**
  * @param {Record<string, string|undefined>} [env]
  * @returns {Settings}
  */
 export function loadSettings(env = process.env) {
-  const r = reader(env);
-  const limits = {
-    maxInputChars: r.int('MAX_INPUT_CHARS', DEFAULT_LIMITS.maxInputChars, 1, 1_000_000),
-    maxTokensLimit: r.int('MAX_TOKENS_LIMIT', DEFAULT_LIMITS.maxTokensLimit, 1, 200_000),
-    defaultMaxTokens: r.int('DEFAULT_MAX_TOKENS', DEFAULT_LIMITS.defaultMaxTokens, 1, 200_000),
-    maxStreamsPerUser: r.int('MAX_STREAMS_PER_USER', DEFAULT_LIMITS.maxStreamsPerUser, 1, 1000),
-    maxMessages: r.int('MAX_MESSAGES', DEFAULT_LIMITS.maxMessages, 1, 10_000),
-  };
+  /** @type {Record<string, any>} */
+  const values = {};
+  /** @type {Record<string, any>} */
+  const limits = {};
+  for (const entry of SETTINGS) {
+    if (!entry.node) continue;
+    (entry.group === 'limits' ? limits : values)[entry.node] = read(env, entry);
+  }
   if (limits.defaultMaxTokens > limits.maxTokensLimit) {
     throw new SettingsError('DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT');
   }
-  const region = r.str('AWS_REGION', r.str('AWS_DEFAULT_REGION', 'us-east-1'));
-  const userPoolId = r.str('USER_POOL_ID', 'us-east-1_local');
+  if (!env.AWS_REGION && env.AWS_DEFAULT_REGION) values.region = env.AWS_DEFAULT_REGION;
   // Cognito's issuer and JWKS URL follow from the pool unless the environment
   // names them (the local cloud does).
-  const jwtIssuer = r.str('JWT_ISSUER', `https://cognito-idp.${region}.amazonaws.com/${userPoolId}`);
-  const jwksUrl = r.str('JWKS_URL', `${jwtIssuer.replace(/\/+$/, '')}/.well-known/jwks.json`);
-  return {
-    region,
-    streamsTable: r.str('STREAMS_TABLE', 'llm-stream-streams'),
-    framesTable: r.str('FRAMES_TABLE', 'llm-stream-frames'),
-    modelId: r.str('MODEL_ID', 'us.anthropic.claude-sonnet-4-5-20250929-v1:0'),
-    userPoolId,
-    clientId: r.str('USER_POOL_CLIENT_ID', 'local-client'),
-    jwtIssuer,
-    jwksUrl,
-    jwtLeewayS: r.int('JWT_LEEWAY_S', 60, 0, 60),
-    jwksRefetchIntervalS: r.int('JWKS_REFETCH_INTERVAL_S', 60, 0, 86_400),
-    flushIntervalMs: r.int('FLUSH_INTERVAL_MS', 50, 1, 10_000),
-    flushMaxChars: r.int('FLUSH_MAX_CHARS', 2048, 1, 100_000),
-    senderMode: r.choice('SENDER_MODE', 'coalesce', SENDER_MODES),
-    heartbeatIntervalS: r.num('HEARTBEAT_INTERVAL_S', 15, 0.01, 600),
-    streamTtlS: r.int('STREAM_TTL_S', 24 * 3600, 60, 30 * 86_400),
-    modelFirstEventTimeoutS: r.num('MODEL_FIRST_EVENT_TIMEOUT_S', 60, 0.01, 900),
-    modelIdleTimeoutS: r.num('MODEL_IDLE_TIMEOUT_S', 30, 0.01, 900),
-    modelThrottleRetries: r.int('MODEL_THROTTLE_RETRIES', 3, 0, 10),
-    modelRetryBaseMs: r.int('MODEL_RETRY_BASE_MS', 250, 0, 60_000),
-    modelRetryMaxMs: r.int('MODEL_RETRY_MAX_MS', 4000, 0, 600_000),
-    limits,
-  };
+  values.jwtIssuer ||= `https://cognito-idp.${values.region}.amazonaws.com/${values.userPoolId}`;
+  values.jwksUrl ||= `${values.jwtIssuer.replace(/\/+$/, '')}/.well-known/jwks.json`;
+  return /** @type {Settings} */ ({ ...values, limits });
 }

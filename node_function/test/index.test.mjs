@@ -59,7 +59,7 @@ describe('index.mjs under an emulated Lambda streaming runtime', () => {
       MODEL_ID: 'anthropic.local-v1:0',
       FLUSH_INTERVAL_MS: '20',
     });
-    for (const k of ['AWS_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL_DYNAMODB', 'STREAMS_TABLE', 'FRAMES_TABLE']) {
+    for (const k of ['AWS_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL_DYNAMODB', 'STREAMS_TABLE', 'FRAMES_TABLE', 'USER_POOL_ID', 'USER_POOL_CLIENT_ID']) {
       pyEnv[k] = process.env[k];
     }
     await runPython(PY_READ, { op: 'provision' }, pyEnv);
@@ -123,7 +123,7 @@ describe('index.mjs under an emulated Lambda streaming runtime', () => {
     const res = new FakeResponseStream();
     await handler(urlEvent({ token: forged, body: { prompt: 'hi', streamId } }), res, lambdaContext());
     assert.equal(res.prelude.statusCode, 401);
-    assert.deepEqual(JSON.parse(res.body), { error: { code: 'UNAUTHORIZED', message: 'invalid signature' } });
+    assert.deepEqual(JSON.parse(res.body), { message: 'Unauthorized' });
     const seen = await runPython(PY_READ, { op: 'read', id: streamId }, pyEnv);
     assert.equal(seen.record, null);
     assert.deepEqual(seen.frames, []);

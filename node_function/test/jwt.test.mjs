@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { bearerToken, IdTokenVerifier, TokenError } from '../src/jwt.mjs';
+import { bearerToken, IdTokenVerifier, JwksFetcher, TokenError } from '../src/jwt.mjs';
 import { accessClaims, idClaims, SigningKey, signJwt, startJwksServer } from '../testing/tokens.mjs';
 
 const CLIENT = 'client-abc';
@@ -136,4 +136,73 @@ test('bearerToken reads the Authorization header', () => {
   assert.equal(bearerToken('Basic abc'), null);
   assert.equal(bearerToken('Bearer'), null);
   assert.equal(bearerToken(undefined), null);
+});
+
+describe('JwksFetcher: one fetch path, retries with backoff, no lockout after a failure', () => {
+  const body = JSON.stringify({ keys: [] });
+  /** A fetch that fails its first ``failures`` calls, then answers 200. */
+  const flaky = (failures) => {
+    const calls = [];
+    const fetch = async (uri, init) => {
+      calls.push({ uri, init });
+      if (calls.length <= failures) throw new TypeError('fetch failed');
+      return new Response(body, { status: 200 });
+    };
+    return { fetch, calls };
+  };
+  const fakeTime = () => {
+    const t = { now: 0, slept: [] };
+    return { ...t, clock: () => t.now, sleep: async (ms) => { t.slept.push(ms); t.now += ms; }, t };
+  };
+
+  test('a failed fetch is retried with exponential backoff within the budget', async () => {
+    const { fetch, calls } = flaky(2);
+    const time = fakeTime();
+    const fetcher = new JwksFetcher({ fetch, now: time.clock, sleep: time.sleep, budgetMs: 5000 });
+    const got = await fetcher.fetch('http://127.0.0.1:9/jwks.json');
+    assert.equal(new TextDecoder().decode(got), body);
+    assert.equal(calls.length, 3);
+    assert.deepEqual(time.t.slept, [100, 200]);
+  });
+
+  test('retries stop at the budget', async () => {
+    const { fetch, calls } = flaky(1000);
+    const time = fakeTime();
+    const fetcher = new JwksFetcher({ fetch, now: time.clock, sleep: time.sleep, budgetMs: 1000 });
+    await assert.rejects(fetcher.fetch('https://example.invalid/jwks.json'));
+    assert.ok(time.t.slept.reduce((a, b) => a + b, 0) <= 1000);
+    assert.ok(calls.length >= 3);
+  });
+
+  test('a failed first fetch does not lock users out once the endpoint is back', async () => {
+    let down = true;
+    const key = new SigningKey();
+    const calls = [];
+    const fetch = async (uri) => {
+      calls.push(uri);
+      if (down) throw new TypeError('fetch failed');
+      return new Response(JSON.stringify({ keys: [key.jwk] }), { status: 200 });
+    };
+    const time = fakeTime();
+    const fetcher = new JwksFetcher({ fetch, now: time.clock, sleep: time.sleep, budgetMs: 300, failureCooldownMs: 1000 });
+    const issuer = 'https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Lockout';
+    const verifier = new IdTokenVerifier({ issuer, clientId: CLIENT, jwksUrl: `${issuer}/.well-known/jwks.json`, fetcher });
+    const token = signJwt(idClaims({ issuer, aud: CLIENT, sub: 'carol' }), key);
+    await assert.rejects(verifier.verify(token), (err) => err.reason === 'signing keys unavailable');
+    const failedCalls = calls.length;
+    // Within the cooldown: refused at once, the endpoint is not hammered.
+    await assert.rejects(verifier.verify(token), (err) => err.reason === 'signing keys unavailable');
+    assert.equal(calls.length, failedCalls);
+    down = false;
+    time.t.now += 1000;
+    assert.equal((await verifier.verify(token)).sub, 'carol'); // a second later, not 60 s
+  });
+
+  test('http and https URLs take the same path (the runtime fetch)', async () => {
+    const { fetch, calls } = flaky(0);
+    const fetcher = new JwksFetcher({ fetch });
+    await fetcher.fetch('http://127.0.0.1:9/jwks.json');
+    await fetcher.fetch('https://cognito-idp.us-east-1.amazonaws.com/p/.well-known/jwks.json');
+    assert.deepEqual(calls.map((c) => c.uri.split(':')[0]), ['http', 'https']);
+  });
 });

@@ -153,7 +153,8 @@ describe('sender.json: perToken', () => {
 describe('sender.json: senderMode', () => {
   for (const c of senderVectors.senderMode) {
     test(c.name, () => {
-      const env = c.env === null ? {} : { SENDER_MODE: c.env };
+      const pool = { USER_POOL_ID: 'us-east-1_TestPool', USER_POOL_CLIENT_ID: 'client-1' };
+      const env = c.env === null ? pool : { ...pool, SENDER_MODE: c.env };
       if (c.error) assert.throws(() => loadSettings(env), (err) => err instanceof SettingsError && err.message.includes(c.error));
       else assert.equal(loadSettings(env).senderMode, c.mode);
     });

@@ -69,6 +69,8 @@ describe('StreamStore on DynamoDB (moto), read and written by the Python store t
       STREAMS_TABLE: 'node-test-streams',
       FRAMES_TABLE: 'node-test-frames',
       MAX_STREAMS_PER_USER: '2',
+      USER_POOL_ID: 'us-east-1_TestPool',
+      USER_POOL_CLIENT_ID: 'client-1',
     };
     settings = loadSettings(env);
     client = new DynamoDBClient({

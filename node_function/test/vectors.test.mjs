@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { StreamError } from '../src/errors.mjs';
 import { FlushPolicy } from '../src/flush.mjs';
 import { FrameError, parseStartRequest, validateFrame } from '../src/frames.mjs';
+import { jsonDepth, MAX_JSON_DEPTH, parseJson } from '../src/json_input.mjs';
 
 const vectors = (/** @type {string} */ name) =>
   JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), 'utf8'));
@@ -69,4 +70,23 @@ describe('flush.json', () => {
     const out = policy.add('🚀'.repeat(7), 0);
     assert.deepEqual(out, ['🚀🚀🚀', '🚀🚀🚀', '🚀']);
   });
+});
+
+describe('json_nesting.json', () => {
+  const { limit, error, notJsonError, cases } = vectors('json_nesting.json');
+  const textOf = (c) => c.text ?? c.repeat.open.repeat(c.repeat.times) + (c.repeat.inner ?? '') + c.repeat.close.repeat(c.repeat.times);
+  test('the limit is the protocol limit', () => assert.equal(MAX_JSON_DEPTH, limit));
+  for (const c of cases) {
+    test(c.name, () => {
+      const text = textOf(c);
+      assert.equal(jsonDepth(text), c.depth);
+      if (c.ok) assert.deepEqual(parseJson(text), JSON.parse(text));
+      else {
+        assert.throws(
+          () => parseJson(text),
+          (err) => err instanceof StreamError && err.code === 'BAD_REQUEST' && err.message.includes(c.notJson ? notJsonError : error),
+        );
+      }
+    });
+  }
 });

@@ -12,7 +12,7 @@ import { TERMINAL_STATUSES } from '../src/store.mjs';
 
 /** Settings with test-friendly values on top of the defaults. */
 export function testSettings(env = {}) {
-  return loadSettings({ MODEL_ID: 'test-model', USER_POOL_CLIENT_ID: 'client-1', ...env });
+  return loadSettings({ MODEL_ID: 'test-model', USER_POOL_ID: 'us-east-1_TestPool', USER_POOL_CLIENT_ID: 'client-1', ...env });
 }
 
 /** A promise plus its resolver. */

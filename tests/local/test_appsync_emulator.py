@@ -35,6 +35,8 @@ from websockets.sync.client import ClientConnection, connect
 from chalicelib.jwt_verify import JwksCache, JwtVerifier
 from local.appsync import (
     MAX_SUBSCRIPTIONS,
+    QUERY_DEPTH_LIMIT,
+    RESOLVER_COUNT_LIMIT,
     AppSyncControl,
     AppSyncEmulator,
     AuthError,
@@ -128,7 +130,6 @@ class Pool:
             issuer=self.cognito.issuer(self.pool_id),
             client_id=self.client_id,
             jwks=JwksCache(self.cognito.jwks_url(self.pool_id)),
-            accept_access_tokens=True,
         )
 
 
@@ -1073,6 +1074,7 @@ def test_stats_count_publishes_deliveries_connections_and_subscriptions(appsync)
         "publishFailuresInjected": 0,
         "deliveries": 2,
         "dropped": 0,
+        "resolverInvocations": 0,  # publishFrames and the subscription run no Lambda
         "connections": 1,
         "subscriptions": 2,
     }
@@ -1102,3 +1104,46 @@ def test_tokens_and_signatures_never_reach_the_logs(appsync, caplog):
     for record in ours:
         text = record.getMessage() + str(record.__dict__)
         assert not any(s in text for s in secrets), record.getMessage()
+
+
+# -- execution limits ------------------------------------------------------------------------
+
+
+def _aliases(n: int) -> str:
+    fields = " ".join(
+        f'a{i}: streamFrames(streamId: "{uuid.uuid4()}") {{ hasMore }}' for i in range(n)
+    )
+    return "query Many { " + fields + " }"
+
+
+def test_more_resolvers_than_the_limit_are_refused_before_any_runs(appsync):
+    token = appsync.pool.alice.id_token
+    answer = call(appsync, _aliases(RESOLVER_COUNT_LIMIT + 1), token=token)
+    assert answer.status == 200 and answer.body["data"] is None
+    (error,) = answer.body["errors"]
+    assert error["errorType"] == "ResolverCountLimitExceeded"
+    assert f"limit is {RESOLVER_COUNT_LIMIT}" in error["message"]
+    assert appsync.stats()["resolverInvocations"] == 0
+    call(appsync, _aliases(RESOLVER_COUNT_LIMIT), token=token)
+    assert appsync.stats()["resolverInvocations"] == RESOLVER_COUNT_LIMIT
+
+
+def test_an_operation_deeper_than_the_limit_is_refused(appsync):
+    query = "{ __schema { types { fields { type { ofType { name } } } } } }"
+    answer = call(appsync, query, token=appsync.pool.alice.id_token)
+    (error,) = answer.body["errors"]
+    assert error["errorType"] == "QueryDepthLimitExceeded"
+    assert f"limit is {QUERY_DEPTH_LIMIT}" in error["message"]
+    ok = call(
+        appsync, "{ __schema { types { fields { name } } } }", token=appsync.pool.alice.id_token
+    )
+    assert "errors" not in ok.body
+
+
+def test_a_body_nested_past_the_json_limit_is_a_bad_request_not_a_500(appsync):
+    body = b'{"query":"{ __typename }","variables":{"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    headers = {"Content-Type": "application/json", "Authorization": appsync.pool.alice.id_token}
+    answer = post(appsync.url, body, headers)
+    assert answer.status == 400
+    (error,) = answer.body["errors"]
+    assert error["errorType"] == "BadRequestException" and "32 levels" in error["message"]

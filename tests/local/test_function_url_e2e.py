@@ -100,8 +100,8 @@ def test_a_request_without_a_valid_token_is_401_and_nothing_is_streamed(cloud, k
     body = resp.read()
     conn.close()
     assert resp.status == 401
-    assert json.loads(body)["error"]["code"] == "UNAUTHORIZED"
-    assert b"event:" not in body
+    # API Gateway's answer for a failed authorizer, whatever the reason (logged only).
+    assert json.loads(body) == {"message": "Unauthorized"}
     assert cloud.store().get(stream_id) is None  # nothing was written
 
 

@@ -70,7 +70,7 @@ def test_health_answers_ok(client):
 def test_config_is_public_and_lists_every_endpoint_and_limit(client):
     body = client.http.get("/config").json_body
     assert set(body["endpoints"]) == {"rest", "functionUrl", "websocket", "appsync"}
-    assert body["cognito"]["userPoolClientId"] == Settings().client_id
+    assert body["cognito"]["userPoolClientId"] == Settings.from_env().client_id
     assert body["limits"]["maxStreamsPerUser"] == 3
     assert "password" not in json.dumps(body).lower()
 

@@ -5,9 +5,12 @@ import pytest
 
 from chalicelib.settings import Settings, SettingsError
 
+# The two settings a function cannot start without.
+REQUIRED = {"USER_POOL_ID": "us-east-1_TestPool1", "USER_POOL_CLIENT_ID": "test-client"}
+
 
 def test_defaults_work_without_any_environment():
-    s = Settings.from_env({})
+    s = Settings.from_env(REQUIRED)
     assert s.region == "us-east-1"
     assert s.flush_interval_ms == 50
     assert s.limits.max_input_chars == 32_000
@@ -19,6 +22,7 @@ def test_defaults_work_without_any_environment():
 def test_environment_values_are_typed():
     s = Settings.from_env(
         {
+            **REQUIRED,
             "AWS_REGION": "eu-west-1",
             "USER_POOL_ID": "eu-west-1_abc",
             "FLUSH_INTERVAL_MS": "25",
@@ -33,7 +37,7 @@ def test_environment_values_are_typed():
 
 def test_explicit_issuer_and_jwks_url_win_over_derived_ones():
     s = Settings.from_env(
-        {"JWT_ISSUER": "http://127.0.0.1:9/pool", "JWKS_URL": "http://127.0.0.1:9/keys"}
+        {**REQUIRED, "JWT_ISSUER": "http://127.0.0.1:9/pool", "JWKS_URL": "http://127.0.0.1:9/keys"}
     )
     assert (s.jwt_issuer, s.jwks_url) == ("http://127.0.0.1:9/pool", "http://127.0.0.1:9/keys")
 
@@ -50,6 +54,13 @@ def test_explicit_issuer_and_jwks_url_win_over_derived_ones():
 )
 def test_bad_values_name_the_variable_and_the_limit(env, message):
     with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**REQUIRED, **env})
+
+
+@pytest.mark.parametrize("missing", ["USER_POOL_ID", "USER_POOL_CLIENT_ID"])
+def test_a_function_without_its_user_pool_settings_fails_naming_the_missing_one(missing):
+    env = {k: v for k, v in REQUIRED.items() if k != missing}
+    with pytest.raises(SettingsError, match=f"{missing} is required and not set"):
         Settings.from_env(env)
 
 
@@ -66,7 +77,7 @@ SENDER_VECTORS = json.loads(
 
 @pytest.mark.parametrize("case", SENDER_VECTORS, ids=lambda c: c["name"])
 def test_sender_mode_vector(case):
-    env = {} if case["env"] is None else {"SENDER_MODE": case["env"]}
+    env = dict(REQUIRED) if case["env"] is None else {**REQUIRED, "SENDER_MODE": case["env"]}
     if "error" in case:
         with pytest.raises(SettingsError, match=case["error"]):
             Settings.from_env(env)

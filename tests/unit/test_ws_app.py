@@ -4,6 +4,7 @@ through the Chalice test client, @connections stubbed with botocore's Stubber.""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
@@ -59,11 +60,27 @@ def client(monkeypatch):
         jwks=JwksCache("http://jwks.invalid", fetch=lambda url, t: {"keys": [KEY.jwk()]}),
     )
     monkeypatch.setattr(services, "verifier", lambda: verifier)
+    monkeypatch.setattr(services, "rate_limiter", lambda: limiter)
     with Client(app_module.app) as c:
         yield c
 
 
-def ws_event(route_key: str, body: str | None = None, sub: str | None = "alice") -> dict:
+class CountingLimiter:
+    """Lets every message through and counts them (the budget itself: test_ws_rate.py)."""
+
+    def __init__(self) -> None:
+        self.counted: list[str] = []
+
+    def check(self, connection_id: str) -> None:
+        self.counted.append(connection_id)
+
+
+limiter = CountingLimiter()
+
+
+def ws_event(
+    route_key: str, body: str | None = None, sub: str | None = "alice", exp: int | None = None
+) -> dict:
     event: dict[str, Any] = {
         "requestContext": {
             "routeKey": route_key,
@@ -79,7 +96,11 @@ def ws_event(route_key: str, body: str | None = None, sub: str | None = "alice")
         "isBase64Encoded": False,
     }
     if sub:
-        event["requestContext"]["authorizer"] = {"sub": sub, "principalId": sub}
+        event["requestContext"]["authorizer"] = {
+            "sub": sub,
+            "principalId": sub,
+            "exp": int(time.time()) + 3600 if exp is None else exp,
+        }
     if body is not None:
         event["body"] = body
     return event
@@ -140,3 +161,49 @@ def test_error_frame_posted_names_the_problem(client, connections, monkeypatch):
     (frame,) = posted
     assert frame["error"]["code"] == "BAD_REQUEST"
     assert "unknown action 'x'" in frame["error"]["message"]
+
+
+def test_the_authorizer_records_the_tokens_expiry_in_the_connection_context(client):
+    claims = id_claims("alice")
+    token = sign(claims, KEY)
+    event = {
+        "type": "REQUEST",
+        "methodArn": "arn:aws:execute-api:us-east-1:1:abc123/api/$connect",
+        "headers": {"Sec-WebSocket-Protocol": f"llm-stream.v1, auth.{token}"},
+    }
+    payload = client.lambda_.invoke("ws_authorize", event).payload
+    assert payload["context"]["exp"] == claims["exp"]
+
+
+@pytest.mark.security("auth")
+def test_a_stream_on_a_connection_whose_token_expired_is_refused_with_reconnect(
+    client, connections
+):
+    """The socket was opened with a valid token that has since expired (beyond the leeway):
+    a new stream is refused with UNAUTHORIZED, retryable, telling the client to reconnect
+    with a fresh token; nothing is started."""
+    from chalicelib.frames import WEBSOCKET_FRAME_LIMIT, encode, rejection
+    from chalicelib.ws_flow import token_expired_error
+
+    stubber, _ = connections
+    stream_id = "6f1c2a3b-0000-4000-8000-000000000001"
+    expected = encode(rejection(token_expired_error(), stream_id), WEBSOCKET_FRAME_LIMIT)
+    stubber.add_response("post_to_connection", {}, {"ConnectionId": "conn-1", "Data": expected})
+    body = json.dumps({"action": "stream", "prompt": "hi", "streamId": stream_id})
+    expired = int(time.time()) - 61 - 60  # past exp and the 60 s leeway
+    payload = client.lambda_.invoke("ws_message", ws_event("$default", body, exp=expired)).payload
+    assert payload == {"statusCode": 200}
+    frame = json.loads(expected)["error"]
+    assert frame == {
+        "code": "UNAUTHORIZED",
+        "message": "The connection's token has expired: reconnect with a fresh token.",
+        "retryable": True,
+    }
+
+
+def test_every_message_is_counted_against_the_connections_budget(client, connections):
+    stubber, _ = connections
+    stubber.add_response("post_to_connection", {}, {"ConnectionId": "conn-1", "Data": ANY})
+    before = len(limiter.counted)
+    client.lambda_.invoke("ws_message", ws_event("$default", body="{oops"))
+    assert limiter.counted[before:] == ["conn-1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -81,10 +82,13 @@ def deps(settings, store, sockets, started) -> ws_flow.MessageDeps:
     return ws_flow.MessageDeps(settings, store, sockets.send, started)
 
 
-def message(body: Any, conn: str = "c1", sub: str | None = "alice") -> dict:
+def message(
+    body: Any, conn: str = "c1", sub: str | None = "alice", exp: float | None = None
+) -> dict:
     ctx: dict[str, Any] = {"connectionId": conn, "routeKey": "$default"}
     if sub:
-        ctx["authorizer"] = {"sub": sub, "principalId": sub}
+        exp = time.time() + 3600 if exp is None else exp
+        ctx["authorizer"] = {"sub": sub, "principalId": sub, "exp": int(exp)}
     raw = body if isinstance(body, str) else json.dumps(body)
     return {"requestContext": ctx, "body": raw}
 
@@ -463,3 +467,48 @@ def test_a_sender_still_blocked_at_the_deadline_ends_the_stream_after_what_is_st
     time_.sleep(1.0)  # the sender thread is stopped: nothing is stored after the end
     assert store.frames_after(sid, -1) == stored
     assert store.running_count("alice") == 0
+
+
+@pytest.mark.security("auth")
+@pytest.mark.parametrize("action", ["stream", "resume"])
+def test_stream_and_resume_after_the_tokens_expiry_are_refused_with_reconnect(
+    deps, sockets, started, store, action
+):
+    stream_id = str(uuid.uuid4())
+    body = {"action": action, "streamId": stream_id}
+    body.update({"prompt": "hi"} if action == "stream" else {"afterSeq": -1})
+    ws_flow.handle_message(message(body, exp=time.time() - 121), deps)
+    err = only_error(sockets)
+    assert err["code"] == "UNAUTHORIZED" and err["retryable"] is True
+    assert "reconnect with a fresh token" in err["message"]
+    assert started == [] and store.get(stream_id) is None
+
+
+def test_within_the_leeway_a_stream_still_starts(deps, sockets, started):
+    body = {"action": "stream", "prompt": "hi", "streamId": str(uuid.uuid4())}
+    ws_flow.handle_message(message(body, exp=time.time() - 30), deps)
+    assert len(started) == 1 and "c1" not in sockets.posts
+
+
+def test_a_connection_context_without_exp_counts_as_expired(deps, sockets, started):
+    event = message({"action": "stream", "prompt": "hi"})
+    del event["requestContext"]["authorizer"]["exp"]
+    ws_flow.handle_message(event, deps)
+    assert only_error(sockets)["code"] == "UNAUTHORIZED" and started == []
+
+
+def test_cancel_after_the_tokens_expiry_still_stops_the_stream(deps, sockets, store):
+    stream_id = str(uuid.uuid4())
+    store.create(stream_id, "alice", "websocket")
+    body = {"action": "cancel", "streamId": stream_id}
+    ws_flow.handle_message(message(body, exp=time.time() - 3600), deps)
+    assert store.get(stream_id).cancel_requested is True
+
+
+@pytest.mark.parametrize("depth", [33, 100_000])
+def test_deeply_nested_json_is_a_bad_request_naming_the_limit(deps, sockets, depth):
+    raw = '{"action":"stream","prompt":"hi","system":' + "[" * depth + "]" * depth + "}"
+    assert ws_flow.handle_message(message(raw), deps) == {"statusCode": 200}
+    err = only_error(sockets)
+    assert err["code"] == "BAD_REQUEST"
+    assert "nested deeper than the limit of 32 levels" in err["message"]

@@ -6,7 +6,13 @@ import type { TransportEvents, TransportFailure } from './types';
 
 const ID = '0b5f8a5e-3c1d-4e2f-8a9b-1c2d3e4f5a6b';
 const frame = (seq: number, type: Frame['type'] = 'delta', text = `t${seq}`) =>
-  JSON.stringify({ v: 1, streamId: ID, seq, type, ...(type === 'delta' ? { text } : {}) });
+  JSON.stringify({
+    v: 1,
+    streamId: ID,
+    seq,
+    type,
+    ...({ delta: { text }, start: { model: 'm' }, done: { stopReason: 'end_turn' } } as Record<string, object>)[type],
+  });
 
 /** A GraphQL API that records every call; the test acknowledges and publishes. */
 class FakeApi implements GraphqlApi {

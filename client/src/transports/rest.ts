@@ -19,7 +19,8 @@ export interface RunningStream {
   createdAt: number;
 }
 
-export type TokenSource = () => Promise<string>;
+/** The caller's ID token; `forceRefresh` asks for a new one even if the cached one looks valid. */
+export type TokenSource = (options?: { forceRefresh?: boolean }) => Promise<string>;
 
 export class RestApi {
   constructor(

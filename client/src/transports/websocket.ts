@@ -2,13 +2,23 @@
  * Architecture 2: API Gateway WebSocket. The ID token travels as a subprotocol
  * (`auth.<token>`), never in the URL; one socket per stream here, so each panel's
  * numbers are its own. Actions: stream, cancel, resume.
+ *
+ * A connection outlives the token it was opened with; once that token has expired the
+ * server refuses new requests on it with a seq-less UNAUTHORIZED error that is retryable
+ * ("reconnect with a fresh token"). The transport then opens a new connection with a
+ * freshly issued token and sends the request again, once.
  */
 
-import { parseFrame } from '../stream/frames';
+import { type Frame, parseFrame } from '../stream/frames';
 import type { RestApi, TokenSource } from './rest';
 import type { Connection, StartRequest, Transport, TransportEvents } from './types';
 
 export const PROTOCOL = 'llm-stream.v1';
+
+/** The server's answer to a request on a connection whose token has expired. */
+export function isExpiredTokenRefusal(frame: Frame): boolean {
+  return frame.type === 'error' && frame.seq === undefined && frame.error?.code === 'UNAUTHORIZED' && frame.error.retryable === true;
+}
 
 export class WebSocketTransport implements Transport {
   readonly name = 'websocket' as const;
@@ -46,27 +56,42 @@ export class WebSocketTransport implements Transport {
     let ws: WebSocket | undefined;
     let closed = false;
     let opened = false;
-    const connect = async () => {
-      const token = await this.token();
+    let renewed = false;
+    const connect = async (forceRefresh: boolean) => {
+      const token = await this.token(forceRefresh ? { forceRefresh: true } : undefined);
       if (closed) return;
-      ws = new WebSocket(this.url, [PROTOCOL, `auth.${token}`]);
-      this.sockets.set(streamId, ws);
-      ws.onopen = () => {
+      const socket = new WebSocket(this.url, [PROTOCOL, `auth.${token}`]);
+      ws = socket;
+      this.sockets.set(streamId, socket);
+      socket.onopen = () => {
+        if (!opened) events.onReady();
         opened = true;
-        events.onReady();
-        ws?.send(JSON.stringify(firstMessage));
+        socket.send(JSON.stringify(firstMessage));
       };
-      ws.onmessage = (msg: MessageEvent) => {
-        if (closed || typeof msg.data !== 'string') return;
+      socket.onmessage = (msg: MessageEvent) => {
+        if (closed || ws !== socket || typeof msg.data !== 'string') return;
+        let frame: Frame;
         try {
-          events.onFrame(parseFrame(msg.data));
+          frame = parseFrame(msg.data);
         } catch {
-          // Not a frame of the protocol: ignore it rather than end the stream.
+          return; // Not a frame of the protocol: ignore it rather than end the stream.
         }
+        if (isExpiredTokenRefusal(frame) && !renewed) {
+          // The socket's token expired: a new socket with a fresh token, the same request.
+          renewed = true;
+          ws = undefined;
+          socket.close(1000);
+          connect(true).catch((err: unknown) => {
+            if (!closed) events.onDrop(`could not reconnect: ${(err as Error).message}`);
+          });
+          return;
+        }
+        if (frame.seq !== undefined) renewed = false; // accepted: a later expiry may renew again
+        events.onFrame(frame);
       };
-      ws.onclose = (ev: CloseEvent) => {
-        if (this.sockets.get(streamId) === ws) this.sockets.delete(streamId);
-        if (closed) return;
+      socket.onclose = (ev: CloseEvent) => {
+        if (this.sockets.get(streamId) === socket) this.sockets.delete(streamId);
+        if (closed || ws !== socket) return;
         if (!opened && !resuming) {
           // A refused handshake (bad token: HTTP 401) looks like any failed connection.
           events.onFailure({
@@ -79,7 +104,7 @@ export class WebSocketTransport implements Transport {
         }
       };
     };
-    connect().catch((err: unknown) => {
+    connect(false).catch((err: unknown) => {
       if (!closed) events.onDrop(`could not connect: ${(err as Error).message}`);
     });
     return {
