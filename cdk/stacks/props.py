@@ -9,13 +9,16 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
+from chalicelib.protocol import DEFAULT_MODEL_ID
+
 SERVICE_NAME = "llm-stream"
 # The Chalice stage, and so the first path segment of the REST and WebSocket URLs.
 API_STAGE = "api"
 DEFAULT_LOG_LEVEL = "INFO"
 
-# The model, without its inference-profile prefix: the one place it is written.
-BASE_MODEL_ID = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+# The model, without its inference-profile prefix. Written once, as the MODEL_ID setting's
+# default in chalicelib/protocol.json (the runtimes' default, a `us.` profile).
+BASE_MODEL_ID = DEFAULT_MODEL_ID.partition(".")[2]
 # Cross-Region inference profile prefix by deployment Region. A profile only serves requests
 # made from its own geography, so a `us.` id deployed in eu-west-1 fails on the first stream.
 _REGION_PROFILE_PREFIXES = (
