@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
     TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+    TOO_MANY_FOLLOWERS = "TOO_MANY_FOLLOWERS"
     THROTTLED = "THROTTLED"
     MODEL_ERROR = "MODEL_ERROR"
     MODEL_TIMEOUT = "MODEL_TIMEOUT"
@@ -28,6 +29,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.TOO_MANY_STREAMS: 429,
+    ErrorCode.TOO_MANY_FOLLOWERS: 429,
     ErrorCode.THROTTLED: 429,
     ErrorCode.MODEL_ERROR: 502,
     ErrorCode.MODEL_TIMEOUT: 504,
@@ -35,7 +37,14 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 # Worth retrying the same request later, unchanged.
-RETRYABLE = frozenset({ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT})
+RETRYABLE = frozenset(
+    {
+        ErrorCode.TOO_MANY_STREAMS,
+        ErrorCode.TOO_MANY_FOLLOWERS,
+        ErrorCode.THROTTLED,
+        ErrorCode.MODEL_TIMEOUT,
+    }
+)
 
 
 class StreamError(Exception):

@@ -70,6 +70,10 @@ class Limits:
     default_max_tokens: int = 1024
     max_streams_per_user: int = 3
     max_messages: int = 100
+    # Readers holding a follower slot (a Function URL follower, a WebSocket resume, a
+    # GraphQL streamFrames read): at once per stream, and at once per user over all.
+    max_followers_per_stream: int = 4
+    max_followers_per_user: int = 8
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,8 @@ class Settings:
     worker_batch_size: int = 1
     worker_timeout_s: int = 180
     worker_max_receive_count: int = 3
-    # A worker renews its claim on a stream every third of this; a claim not renewed for
-    # this long belongs to a worker that died.
+    # A producer renews its claim on a stream every third of this; a claim not renewed
+    # for this long belongs to a producer that died. Follower slots use the same lease.
     claim_lease_s: float = 30.0
     publish_retries: int = 2
     publish_timeout_s: float = 5.0
@@ -167,6 +171,12 @@ class Settings:
                 env, "MAX_STREAMS_PER_USER", d.limits.max_streams_per_user, 1, 1000
             ),
             max_messages=_int(env, "MAX_MESSAGES", d.limits.max_messages, 1, 10_000),
+            max_followers_per_stream=_int(
+                env, "MAX_FOLLOWERS_PER_STREAM", d.limits.max_followers_per_stream, 1, 1000
+            ),
+            max_followers_per_user=_int(
+                env, "MAX_FOLLOWERS_PER_USER", d.limits.max_followers_per_user, 1, 10_000
+            ),
         )
         return cls(
             region=_str(env, "AWS_REGION", _str(env, "AWS_DEFAULT_REGION", d.region)),

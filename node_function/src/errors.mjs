@@ -10,6 +10,7 @@ export const ErrorCode = Object.freeze({
   FORBIDDEN: 'FORBIDDEN',
   NOT_FOUND: 'NOT_FOUND',
   TOO_MANY_STREAMS: 'TOO_MANY_STREAMS',
+  TOO_MANY_FOLLOWERS: 'TOO_MANY_FOLLOWERS',
   THROTTLED: 'THROTTLED',
   MODEL_ERROR: 'MODEL_ERROR',
   MODEL_TIMEOUT: 'MODEL_TIMEOUT',
@@ -23,6 +24,7 @@ export const HTTP_STATUS = Object.freeze({
   FORBIDDEN: 403,
   NOT_FOUND: 404,
   TOO_MANY_STREAMS: 429,
+  TOO_MANY_FOLLOWERS: 429,
   THROTTLED: 429,
   MODEL_ERROR: 502,
   MODEL_TIMEOUT: 504,
@@ -30,7 +32,12 @@ export const HTTP_STATUS = Object.freeze({
 });
 
 /** Worth retrying the same request later, unchanged. */
-export const RETRYABLE = new Set([ErrorCode.TOO_MANY_STREAMS, ErrorCode.THROTTLED, ErrorCode.MODEL_TIMEOUT]);
+export const RETRYABLE = new Set([
+  ErrorCode.TOO_MANY_STREAMS,
+  ErrorCode.TOO_MANY_FOLLOWERS,
+  ErrorCode.THROTTLED,
+  ErrorCode.MODEL_TIMEOUT,
+]);
 
 /** A failure with a code from docs/protocol.md and a message safe to show a user. */
 export class StreamError extends Error {

@@ -56,6 +56,8 @@ function reader(env) {
  * @property {number} defaultMaxTokens
  * @property {number} maxStreamsPerUser
  * @property {number} maxMessages
+ * @property {number} maxFollowersPerStream
+ * @property {number} maxFollowersPerUser
  */
 
 /**
@@ -80,6 +82,7 @@ function reader(env) {
  * @property {number} modelThrottleRetries
  * @property {number} modelRetryBaseMs
  * @property {number} modelRetryMaxMs
+ * @property {number} claimLeaseS
  * @property {Limits} limits
  */
 
@@ -89,6 +92,9 @@ export const DEFAULT_LIMITS = Object.freeze({
   defaultMaxTokens: 1024,
   maxStreamsPerUser: 3,
   maxMessages: 100,
+  // Readers holding a follower slot: at once per stream, and at once per user over all.
+  maxFollowersPerStream: 4,
+  maxFollowersPerUser: 8,
 });
 
 /**
@@ -103,6 +109,8 @@ export function loadSettings(env = process.env) {
     defaultMaxTokens: r.int('DEFAULT_MAX_TOKENS', DEFAULT_LIMITS.defaultMaxTokens, 1, 200_000),
     maxStreamsPerUser: r.int('MAX_STREAMS_PER_USER', DEFAULT_LIMITS.maxStreamsPerUser, 1, 1000),
     maxMessages: r.int('MAX_MESSAGES', DEFAULT_LIMITS.maxMessages, 1, 10_000),
+    maxFollowersPerStream: r.int('MAX_FOLLOWERS_PER_STREAM', DEFAULT_LIMITS.maxFollowersPerStream, 1, 1000),
+    maxFollowersPerUser: r.int('MAX_FOLLOWERS_PER_USER', DEFAULT_LIMITS.maxFollowersPerUser, 1, 10_000),
   };
   if (limits.defaultMaxTokens > limits.maxTokensLimit) {
     throw new SettingsError('DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT');
@@ -134,6 +142,9 @@ export function loadSettings(env = process.env) {
     modelThrottleRetries: r.int('MODEL_THROTTLE_RETRIES', 3, 0, 10),
     modelRetryBaseMs: r.int('MODEL_RETRY_BASE_MS', 250, 0, 60_000),
     modelRetryMaxMs: r.int('MODEL_RETRY_MAX_MS', 4000, 0, 600_000),
+    // The producer renews its claim every third of this; a claim not renewed for this
+    // long belongs to a producer that died. Follower slots use the same lease.
+    claimLeaseS: r.num('CLAIM_LEASE_S', 30, 0.05, 900),
     limits,
   };
 }

@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from chalicelib import appsync_flow
 from chalicelib.appsync_publish import PublishError
+from chalicelib.endings import end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import validate_frame
 from chalicelib.settings import Settings
@@ -424,7 +425,7 @@ def test_a_lost_claim_is_noticed_at_the_next_renewal(settings, store, resolver, 
     watch = CancelWatch(store, sid, 0.01, clock=ticks, claim=("w1", 30.0))
     ticks.now = 10.0
     assert watch.cancelled() is False and watch.claim_lost is False  # renewed
-    store.end_with_error(store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
+    end_with_error(store, store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
     ticks.now = 20.0
     assert watch.cancelled() is True and watch.claim_lost is True
 
@@ -434,16 +435,15 @@ def test_after_a_lost_claim_nothing_more_is_stored_or_published(
 ):
     message = queue_stream(resolver, queued)
     sid = message["streamId"]
-    job = appsync_flow.parse_job(json.dumps(message))
-    delivery = appsync_flow.AppSyncDelivery(store, publisher, job)
-    delivery.watch = CancelWatch(store, sid, 0.01)
+    delivery = appsync_flow.AppSyncDelivery(store, publisher, store.get(sid))
+    delivery.guard.watch = CancelWatch(store, sid, 0.01)
     delivery({"v": 1, "streamId": sid, "seq": 0, "type": "start", "model": "m"})
-    error = store.end_with_error(store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
-    delivery.watch.claim_lost = True
+    error, _ = end_with_error(store, store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
+    delivery.guard.watch.claim_lost = True
     delivery({"v": 1, "streamId": sid, "seq": 1, "type": "delta", "text": "late"})
     assert store.frames_after(sid, -1)[-1] == error
     assert [f["seq"] for f in publisher.frames] == [0]
-    assert delivery.dropped == 1
+    assert delivery.guard.dropped == 1
 
 
 @pytest.mark.parametrize(
@@ -486,9 +486,12 @@ def test_a_publisher_still_blocked_at_the_deadline_ends_the_stream_after_what_is
     deps = appsync_flow.WorkerDeps(
         settings, store, slow, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
     )
-    assert appsync_flow.process_record(sqs_record(message), deps) == "error"
+    status = appsync_flow.process_record(sqs_record(message), deps)
     stored = store.frames_after(sid, -1)
     assert [f["seq"] for f in stored] == list(range(len(stored)))
-    assert stored[-1]["type"] == "error" and store.get(sid).last_seq == stored[-1]["seq"]
+    # One terminal frame, the last (the done frame if it was stored before the stop).
+    assert [f for f in stored if f["type"] in ("done", "error")] == [stored[-1]]
+    assert status == ("error" if stored[-1]["type"] == "error" else "done")
+    assert store.get(sid).last_seq == stored[-1]["seq"]
     assert publisher.frames[-1] == stored[-1]  # the subscriber is told too
     assert store.running_count("alice") == 0

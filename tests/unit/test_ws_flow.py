@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from chalicelib import ws_flow
 from chalicelib.bedrock import TextEvent
+from chalicelib.endings import end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import FrameBuilder, validate_frame
 from chalicelib.gateway_auth import Unauthorized
@@ -315,7 +316,10 @@ def test_frames_follow_a_resumed_stream_to_its_new_connection(settings, store, s
 
     def reconnect() -> None:
         sockets.closed.add("old")
-        ws_flow.handle_message(message({"action": "resume", "streamId": sid}, "new"), deps)
+        seen = transcript(sockets.posts.get("old", []))
+        after = seen[-1]["seq"] if seen else -1  # what the client holds
+        body = {"action": "resume", "streamId": sid, "afterSeq": after}
+        ws_flow.handle_message(message(body, "new"), deps)
 
     streamer = FakeStreamer(answer("a", "b", "c", "d"), hooks={2: reconnect})
     run(settings, store, sockets, streamer, sid)
@@ -418,20 +422,21 @@ def test_a_crashed_generators_lease_lapses_and_a_resume_ends_the_stream(
 def test_a_generator_whose_stream_was_ended_for_it_delivers_nothing_more(store, sockets):
     """If a reader took the generator for dead (its lease lapsed during a long pause)
     and ended the stream, the generator must not overwrite or follow that end."""
-    from chalicelib.stream_store import ABANDONED, CancelWatch
+    from chalicelib.endings import ABANDONED
+    from chalicelib.stream_store import CancelWatch
 
     sid = start_stream(store)
     assert store.claim(sid, "w1", lease_s=30)
     ticks = [0.0]
-    delivery = ws_flow.WebsocketDelivery(store, sockets.send, sid)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, store.get(sid))
     delivery.guard.watch = CancelWatch(store, sid, 0.01, clock=lambda: ticks[0], claim=("w1", 30))
     builder = FrameBuilder(sid)
     delivery(builder.start("m"))
-    ended = store.end_with_error(store.get(sid), ABANDONED)
+    ended = end_with_error(store, store.get(sid), ABANDONED)
     ticks[0] = 11.0  # the next renewal finds the claim gone
     delivery(builder.delta("late"))
     stored = store.frames_after(sid, -1)
-    assert [f["type"] for f in stored] == ["start", "error"] and stored[-1] == ended
+    assert [f["type"] for f in stored] == ["start", "error"] and stored[-1] == ended[0]
     assert [f["type"] for f in sockets.posts["c1"]] == ["start"]
     assert delivery.guard.dropped == 1
 
@@ -454,12 +459,18 @@ def test_a_sender_still_blocked_at_the_deadline_ends_the_stream_after_what_is_st
         settings, store, send, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
     )
     payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
-    assert ws_flow.generate(payload, deps, worker_id="w1") == "error"
+    status = ws_flow.generate(payload, deps, worker_id="w1")
     stored = store.frames_after(sid, -1)
     assert [f["seq"] for f in stored] == list(range(len(stored)))
-    assert stored[-1]["type"] == "error" and stored[-1]["error"]["code"] == "INTERNAL"
+    # Exactly one terminal frame, the last: the error frame after what was stored, or
+    # the done frame if it was stored (and the record finished) before the sender stopped.
+    terminals = [f for f in stored if f["type"] in ("done", "error")]
+    assert terminals == [stored[-1]]
+    if stored[-1]["type"] == "error":
+        assert stored[-1]["error"]["code"] == "INTERNAL"
     record = store.get(sid)
-    assert (record.status, record.last_seq) == ("error", stored[-1]["seq"])
+    assert (record.status, record.last_seq) == (status, stored[-1]["seq"])
+    assert status == ("error" if stored[-1]["type"] == "error" else "done")
     time_.sleep(1.0)  # the sender thread is stopped: nothing is stored after the end
     assert store.frames_after(sid, -1) == stored
     assert store.running_count("alice") == 0
