@@ -474,3 +474,118 @@ def test_a_sender_still_blocked_at_the_deadline_ends_the_stream_after_what_is_st
     time_.sleep(1.0)  # the sender thread is stopped: nothing is stored after the end
     assert store.frames_after(sid, -1) == stored
     assert store.running_count("alice") == 0
+
+
+# -- the slot, follower bounds, the failure destination --------------------------------------
+
+
+def test_the_slot_is_free_when_the_client_receives_the_terminal_frame(settings, store, sockets):
+    sid = start_stream(store)
+    seen: list[tuple[str, int]] = []
+    post = sockets.send
+
+    def send(connection_id: str, data: str) -> None:
+        frame = json.loads(data)
+        if frame["type"] == "done":
+            seen.append((store.get(sid).status, store.running_count("alice")))
+        post(connection_id, data)
+
+    deps = ws_flow.GenerateDeps(settings, store, send, FakeStreamer(answer("a", "b")))
+    payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
+    assert ws_flow.generate(payload, deps, worker_id="w1") == "done"
+    assert seen == [("done", 0)]
+
+
+def test_the_generator_payload_names_the_generation_and_a_stale_one_produces_nothing(
+    settings, store, sockets, deps, started
+):
+    sid = str(uuid.uuid4())
+    ws_flow.handle_message(message({"action": "stream", "prompt": "hi", "streamId": sid}), deps)
+    (payload,) = started
+    assert payload["generation"] == store.get(sid).generation
+    stale = {**payload, "generation": "0" * 16}
+    gen_deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer(answer("x")))
+    assert ws_flow.generate(stale, gen_deps, worker_id="w1") == "skipped"
+    assert ws_flow.generate(payload, gen_deps, worker_id="w2") == "done"
+
+
+def test_a_resume_past_the_follower_bound_gets_too_many_followers(settings, store, sockets, deps):
+    sid = start_stream(store)
+    for n in range(settings.limits.max_followers_per_stream):
+        store.acquire_follower("alice", sid, f"held-{n}", 30)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "c2"), deps
+    )
+    error = only_error(sockets, "c2")
+    assert error["code"] == "TOO_MANY_FOLLOWERS" and error["retryable"] is True
+    assert "MAX_FOLLOWERS_PER_STREAM" in error["message"]
+    assert store.get(sid).connection_id == "c1"  # not attached
+
+
+def test_a_resent_stream_message_counts_as_a_follower(settings, store, sockets, deps):
+    sid = start_stream(store)
+    for n in range(settings.limits.max_followers_per_stream):
+        store.acquire_follower("alice", sid, f"held-{n}", 30)
+    body = {"action": "stream", "prompt": "hi", "streamId": sid}
+    ws_flow.handle_message(message(body, "c3"), deps)
+    assert only_error(sockets, "c3")["code"] == "TOO_MANY_FOLLOWERS"
+
+
+def test_a_resume_releases_its_follower_slot(settings, store, sockets, deps):
+    sid = start_stream(store)
+    store.append_frames(sid, [FrameBuilder(sid).start("m")])
+    store.mark_delivered(sid, 0)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "c2"), deps
+    )
+    assert [f["type"] for f in sockets.posts["c2"]] == ["start"]
+    assert store.followers_of(stream_id=sid) == 0 and store.followers_of("alice") == 0
+
+
+def failure_record(payload: dict) -> dict:
+    return {
+        "version": "1.0",
+        "requestContext": {"requestId": "r1", "condition": "RetriesExhausted"},
+        "requestPayload": payload,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+    }
+
+
+def test_a_failed_generator_ends_its_stream_at_once_and_tells_the_connection(
+    settings, store, sockets
+):
+    sid = start_stream(store)
+    rec = store.claim(sid, "w1", 30)
+    b = FrameBuilder(sid)
+    store.append_frames(rec, [b.start("m"), b.delta("partial")])
+    deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer([]))
+    payload = {"streamId": sid, "owner": "alice", "generation": rec.generation}
+    assert ws_flow.generate_failed(failure_record(payload), deps) == "ended"
+    stored = store.frames_after(sid, -1)
+    assert [f["type"] for f in stored] == ["start", "delta", "error"]
+    assert stored[-1]["error"]["code"] == "INTERNAL" and stored[-1]["error"]["retryable"]
+    assert sockets.posts["c1"] == [stored[-1]]
+    record = store.get(sid)
+    assert (record.status, record.last_seq) == ("error", 2)
+    assert store.running_count("alice") == 0
+    # A second record (or a redelivered one) changes nothing.
+    assert ws_flow.generate_failed(failure_record(payload), deps) == "finished"
+    assert store.frames_after(sid, -1) == stored
+
+
+def test_a_failure_record_for_a_finished_or_foreign_stream_changes_nothing(
+    settings, store, sockets
+):
+    sid = start_stream(store)
+    store.finish(sid, "alice", "done", last_seq=-1)
+    deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer([]))
+    assert ws_flow.generate_failed(failure_record({"streamId": sid, "owner": "alice"}), deps) == (
+        "finished"
+    )
+    other = start_stream(store)
+    record = failure_record({"streamId": other, "owner": "mallory"})
+    assert ws_flow.generate_failed(record, deps) == "finished"
+    assert store.get(other).status == "running"
+    assert ws_flow.generate_failed({"requestPayload": "junk"}, deps) == "ignored"
+    assert ws_flow.generate_failed(failure_record({"streamId": "nope"}), deps) == "ignored"
+    assert sockets.posts == {}
