@@ -23,7 +23,9 @@ def _ttl_deletes_the_record(store, stream_id: str) -> None:
 
 
 def _only_start(frames: list[dict], victim_text: str) -> None:
-    assert [f["type"] for f in frames] == ["start"], frames
+    # The Function URL writes a frame to its client before storing it: a read may come
+    # before the start frame is stored.
+    assert [f["type"] for f in frames] in (["start"], []), frames
     assert not any(victim_text[:20] in f.get("text", "") for f in frames)
 
 

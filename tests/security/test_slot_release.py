@@ -33,8 +33,10 @@ def test_back_to_back_streams_on_every_transport_at_the_cap_are_never_refused(
     def loop(name: str) -> None:
         try:
             for _ in range(ROUNDS):
-                prompt = unique_prompt(f"round on {name}", 3)
-                body = {"prompt": prompt, "streamId": str(uuid.uuid4())}
+                body = {
+                    "prompt": unique_prompt(f"round on {name}", 3),
+                    "streamId": str(uuid.uuid4()),
+                }
                 try:
                     live = transports[name].open(user.id_token, body)
                 except Refused as refused:
@@ -43,7 +45,9 @@ def test_back_to_back_streams_on_every_transport_at_the_cap_are_never_refused(
                 started[name] += 1
                 with live:
                     frames = live.rest()
-                assert_transcript(frames, prompt)
+                # Any terminal frame will do (a loaded machine may time the model out):
+                # what matters is that the next start is never refused.
+                assert_transcript(frames)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
