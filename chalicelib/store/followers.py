@@ -147,10 +147,14 @@ class Followers(Records):
             self.client.update_item(
                 TableName=self._streams,
                 Key=key,
-                UpdateExpression="SET #f = :slots",
+                # A user item made here expires like one made by a stream's creation.
+                UpdateExpression="SET #f = :slots, expiresAt = if_not_exists(expiresAt, :exp)",
                 ConditionExpression=f"{exists}attribute_not_exists(#f)",
                 ExpressionAttributeNames={"#f": "followers"},
-                ExpressionAttributeValues={":slots": {"M": {follower_id: {"N": repr(until)}}}},
+                ExpressionAttributeValues={
+                    ":slots": {"M": {follower_id: {"N": repr(until)}}},
+                    ":exp": {"N": str(self._expires_at(self._clock()))},
+                },
             )
         except ClientError as exc:
             if not is_conditional_failure(exc):

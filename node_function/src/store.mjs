@@ -643,10 +643,14 @@ export class StreamStore {
             new UpdateItemCommand({
               TableName: this._streams,
               Key: key,
-              UpdateExpression: 'SET #f = :slots',
+              // A user item made here expires like one made by a stream's creation.
+              UpdateExpression: 'SET #f = :slots, expiresAt = if_not_exists(expiresAt, :exp)',
               ConditionExpression: `${exists}attribute_not_exists(#f)`,
               ExpressionAttributeNames: { '#f': 'followers' },
-              ExpressionAttributeValues: { ':slots': { M: { [followerId]: { N: String(until) } } } },
+              ExpressionAttributeValues: {
+                ':slots': { M: { [followerId]: { N: String(until) } } },
+                ':exp': { N: String(this._expiresAt(this._now())) },
+              },
             }),
           );
           return true;

@@ -221,3 +221,12 @@ def test_finish_returns_the_record_with_its_connection_and_cursor(store):
     assert finished is not None
     assert (finished.status, finished.connection_id, finished.delivered_seq) == ("done", "c1", 4)
     assert store.finish(s, "alice", "done", last_seq=4) is None
+
+
+def test_a_user_item_made_for_a_follower_slot_expires(store, client, settings, clock):
+    s = sid()
+    store.create(s, "alice", "function_url")
+    client.delete_item(TableName=settings.streams_table, Key={"pk": {"S": "user#alice"}})
+    store.acquire_follower("alice", s, "f1", 30)
+    item = client.get_item(TableName=settings.streams_table, Key={"pk": {"S": "user#alice"}})
+    assert int(item["Item"]["expiresAt"]["N"]) == int(clock.now) + settings.stream_ttl_s
