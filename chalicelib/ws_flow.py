@@ -227,13 +227,25 @@ def _replay(deps: MessageDeps, owner: str, connection_id: str, stream_id: str, a
     record = deps.store.attach(stream_id, owner, connection_id)
     if record.terminal:
         # No producer is left: everything stored is final, replay all of it.
-        last = -1 if record.last_seq is None else record.last_seq
-    else:
-        # Frames up to delivered_seq were addressed to the old connection; later ones
-        # come here from the producer. Replaying exactly the former loses and repeats
-        # nothing.
-        last = -1 if record.delivered_seq is None else record.delivered_seq
-    cursor = after
+        _send_stored(deps, connection_id, record, after, record.last_seq)
+        return
+    # Frames up to delivered_seq were addressed to the old connection; later ones come
+    # here from the producer. Replaying exactly the former loses and repeats nothing.
+    _send_stored(deps, connection_id, record, after, record.delivered_seq)
+    now = deps.store.replayed(stream_id, connection_id)
+    if now is not None and now.terminal and now.connection_id == connection_id:
+        # It ended during the replay: the frames before the end came here live, and the
+        # terminal frame was left to this replay, so it arrives after all of them.
+        last = -1 if now.last_seq is None else now.last_seq
+        if last > after:
+            _send_stored(deps, connection_id, now, last - 1, last)
+
+
+def _send_stored(
+    deps: MessageDeps, connection_id: str, record: StreamRecord, after: int, last: int | None
+) -> None:
+    """Send the stored frames after ``after`` up to ``last``."""
+    cursor, last = after, -1 if last is None else last
     while cursor < last:
         frames = deps.store.frames_after(record, cursor, limit=_REPLAY_PAGE)
         if not frames:
@@ -268,16 +280,21 @@ class WebsocketDelivery(StoredDelivery):
         self._sleep = sleep
         self.connection_id: str | None = record.connection_id
         self.gone: set[str] = set()
+        self._left_to_replay = False
 
     def stored(self, frame: dict[str, Any], finished: StreamRecord | None) -> None:
+        self._left_to_replay = False
         if finished is not None:
             self.connection_id = finished.connection_id
+            # A resume is replaying to that connection: the replay sends this last frame
+            # after the ones before it (StreamStore.attach).
+            self._left_to_replay = finished.replaying is not None
         elif frame.get("type") not in ("done", "error"):
             self.connection_id = self.store.mark_delivered(self.record.stream_id, frame["seq"])
 
     def send(self, frame: dict[str, Any]) -> None:
         conn = self.connection_id
-        if not conn or conn in self.gone:
+        if not conn or conn in self.gone or self._left_to_replay:
             return
         data = encode(frame, WEBSOCKET_FRAME_LIMIT)
         for attempt in range(_LIMIT_RETRIES + 1):
@@ -376,7 +393,8 @@ def generate_failed(event: Mapping[str, Any], deps: GenerateDeps) -> str:
     if ended is None:
         return "finished"
     frame, finished = ended
-    if finished.connection_id:
+    # A resume replaying meanwhile sends the frame itself, after the ones before it.
+    if finished.connection_id and finished.replaying is None:
         try:
             deps.send(finished.connection_id, encode(frame, WEBSOCKET_FRAME_LIMIT))
         except Exception as exc:  # stored all the same: a resume replays it

@@ -131,11 +131,37 @@ class Leases(Records):
         the caller's to replay; later frames go to ``connection_id``, because the
         producer reads the connection in the same write that advances
         ``deliveredSeq`` (see ``mark_delivered`` and ``finish``). So nothing is lost or
-        sent twice.
+        sent twice. The record says ``replaying`` until the caller reports the replay
+        done (``replayed``): a producer that finishes the stream meanwhile leaves its
+        terminal frame to the replay, so it never reaches the client before the
+        replayed frames.
         """
         return self._update_owned(
-            stream_id, owner, "SET connectionId = :c", {":c": {"S": connection_id}}
+            stream_id,
+            owner,
+            "SET connectionId = :c, replaying = :c",
+            {":c": {"S": connection_id}},
         )
+
+    def replayed(self, stream_id: str, connection_id: str) -> StreamRecord | None:
+        """The replay to ``connection_id`` is done. None if the producer goes on sending
+        to it; otherwise the record as it is now: the stream ended during the replay (the
+        caller sends the rest, its terminal frame included) or another connection took
+        the stream over."""
+        try:
+            self.client.update_item(
+                TableName=self._streams,
+                Key=stream_key(stream_id),
+                UpdateExpression="REMOVE replaying",
+                ConditionExpression="replaying = :c AND #status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":c": {"S": connection_id}, ":running": {"S": RUNNING}},
+            )
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+            return self.get(stream_id)
+        return None
 
     def mark_delivered(self, stream_id: str, seq: int) -> str | None:
         """Record that frame ``seq`` (already stored) is being delivered; returns the

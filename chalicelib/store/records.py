@@ -96,6 +96,8 @@ class StreamRecord:
     # Random per creation of the id; part of the frames' key (None: created before
     # generations existed, frames keyed by the id alone).
     generation: str | None = None
+    # The connection a resume is replaying stored frames to (WebSocket), until it is done.
+    replaying: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -158,6 +160,7 @@ def to_record(item: dict[str, Any]) -> StreamRecord:
         delivered_seq=None if delivered_seq is None else int(delivered_seq),
         lease_until=n("leaseUntil"),
         generation=s("generation"),
+        replaying=s("replaying"),
     )
 
 

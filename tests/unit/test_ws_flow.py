@@ -589,3 +589,48 @@ def test_a_failure_record_for_a_finished_or_foreign_stream_changes_nothing(
     assert ws_flow.generate_failed({"requestPayload": "junk"}, deps) == "ignored"
     assert ws_flow.generate_failed(failure_record({"streamId": "nope"}), deps) == "ignored"
     assert sockets.posts == {}
+
+
+def test_a_stream_ending_during_a_resume_sends_its_terminal_frame_after_the_replay(
+    settings, store, sockets
+):
+    """The producer finishes while the resume is still replaying to the new socket: it
+    leaves the terminal frame to the replay, so the client never sees the stream end
+    before the frames it was missing."""
+    sid = start_stream(store, conn="old")
+    record = store.claim(sid, "w1", 30)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, record)
+    b = FrameBuilder(sid)
+    for frame in (b.start("m"), b.delta("a"), b.delta("b")):
+        delivery(frame)
+    sockets.closed.add("old")  # the client dropped after seq 0
+    done = b.done("end_turn")
+    post = sockets.send
+
+    def send(connection_id: str, data: str) -> None:
+        post(connection_id, data)
+        if connection_id == "new" and json.loads(data)["seq"] == 1:
+            delivery(done)  # the producer ends the stream mid-replay
+
+    deps = ws_flow.MessageDeps(settings, store, send, lambda payload: None)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": 0}, "new"), deps
+    )
+    assert [f["seq"] for f in sockets.posts["new"]] == [1, 2, 3]
+    assert sockets.posts["new"][-1] == done
+    assert store.get(sid).status == "done"
+
+
+def test_a_replay_done_before_the_stream_ends_leaves_the_terminal_frame_to_the_producer(
+    settings, store, sockets, deps
+):
+    sid = start_stream(store, conn="old")
+    record = store.claim(sid, "w1", 30)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, record)
+    b = FrameBuilder(sid)
+    delivery(b.start("m"))
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "new"), deps
+    )
+    delivery(b.done("end_turn"))
+    assert [f["type"] for f in sockets.posts["new"]] == ["start", "done"]
