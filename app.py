@@ -180,14 +180,26 @@ def ws_disconnect(event: WebsocketEvent) -> dict[str, Any]:
 @app.lambda_function(name="ws_generate")
 def ws_generate(event: dict[str, Any], context: Any) -> dict[str, str]:
     """Invoked asynchronously by ws_message; produces one stream."""
-    deps = ws_flow.GenerateDeps(
+    return {
+        "status": ws_flow.generate(event, _generate_deps(context), worker_id=context.aws_request_id)
+    }
+
+
+def _generate_deps(context: Any) -> ws_flow.GenerateDeps:
+    return ws_flow.GenerateDeps(
         settings=services.settings(),
         store=services.store(),
         send=app.websocket_api.send,
         streamer=services.streamer(),
         remaining_ms=context.get_remaining_time_in_millis,
     )
-    return {"status": ws_flow.generate(event, deps, worker_id=context.aws_request_id)}
+
+
+@app.lambda_function(name="ws_generate_failed")
+def ws_generate_failed(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """ws_generate's on-failure destination (the CDK stack wires it): Lambda's record of
+    a failed asynchronous invocation. Ends its stream with an error frame at once."""
+    return {"status": ws_flow.generate_failed(event, _generate_deps(context))}
 
 
 # -- AppSync + SQS architecture (chalicelib/appsync_flow.py) ---------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,19 +42,18 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.appsync_publish import PublishError
 from chalicelib.bedrock import BedrockStreamer
-from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
+from chalicelib.endings import ABANDONED, UNDELIVERABLE, end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import (
     APPSYNC_PAYLOAD_LIMIT,
-    FrameBuilder,
     encode,
     parse_start_request,
     parse_stream_id,
 )
-from chalicelib.producer import cancel_watch, coalescing_sender, produce
+from chalicelib.producer import StoredDelivery, generate_claimed
 from chalicelib.rest_api import snapshot
 from chalicelib.settings import Settings
-from chalicelib.stream_store import ABANDONED, ERROR, CancelWatch, StreamRecord, StreamStore
+from chalicelib.stream_store import ERROR, StreamRecord, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ FIELDS = ("startStream", "cancelStream", "streamFrames")
 MESSAGE_VERSION = 1
 
 Publish = Callable[[str, str, Sequence[dict[str, Any]]], None]  # (streamId, owner, frames)
-
-UNDELIVERABLE = StreamError(
-    ErrorCode.INTERNAL, "The stream could not be delivered; start it again.", retryable=True
-)
-
 
 # -- resolvers ------------------------------------------------------------------------------
 
@@ -105,8 +100,13 @@ def resolve(event: Mapping[str, Any], deps: ResolverDeps) -> dict[str, Any]:
             data = deps.store.request_cancel(stream_id, owner).public()
         elif field == "streamFrames":
             after = args.get("afterSeq")  # an explicit null means "from the start"
+            # Holds a follower slot while it reads: bounded per stream and per user.
             record, frames, has_more = snapshot(
-                deps.store, owner, args.get("streamId"), -1 if after is None else after
+                deps.store,
+                owner,
+                args.get("streamId"),
+                -1 if after is None else after,
+                follower=(f"gql-{uuid.uuid4()}", deps.settings.claim_lease_s),
             )
             data = {
                 "stream": record.public(),
@@ -140,6 +140,7 @@ def start_stream(raw_input: Any, owner: str, deps: ResolverDeps) -> dict[str, An
             "v": MESSAGE_VERSION,
             "streamId": req.stream_id,
             "owner": owner,
+            "generation": record.generation,
             "request": req.to_dict(),
         }
         try:
@@ -169,6 +170,8 @@ class Job:
     stream_id: str
     owner: str
     request: dict[str, Any]
+    # The stream's generation when it was queued (absent in older messages).
+    generation: str | None = None
 
 
 class PoisonMessage(ValueError):
@@ -189,49 +192,23 @@ def parse_job(body: str | None) -> Job:
     owner, request = message.get("owner"), message.get("request")
     if not isinstance(owner, str) or not owner or not isinstance(request, dict):
         raise PoisonMessage("the message has no owner or request")
-    return Job(stream_id, owner, request)
+    generation = message.get("generation")
+    return Job(stream_id, owner, request, generation if isinstance(generation, str) else None)
 
 
-class AppSyncDelivery:
+class AppSyncDelivery(StoredDelivery):
     """Stores each transcript frame, then publishes it (heartbeats are only published).
 
     Stored first, so a frame whose publish fails is still there for the client's gap
     repair (``streamFrames``); the sender records the failure and goes on.
     """
 
-    def __init__(self, store: StreamStore, publish: Publish, job: Job) -> None:
-        self._store = store
+    def __init__(self, store: StreamStore, publish: Publish, record: StreamRecord) -> None:
+        super().__init__(store, record)
         self._publish = publish
-        self._job = job
-        self.guard = DeliveryGuard()
-        self.publishes = 0
-        self.failed = 0
 
-    @property
-    def watch(self) -> CancelWatch | None:
-        return self.guard.watch
-
-    @watch.setter
-    def watch(self, watch: CancelWatch | None) -> None:
-        self.guard.watch = watch
-
-    @property
-    def dropped(self) -> int:
-        return self.guard.dropped
-
-    def __call__(self, frame: dict[str, Any]) -> None:
-        # Dropped once the stream is no longer ours (see DeliveryGuard).
-        self.guard.run(lambda: self._deliver(frame))
-
-    def _deliver(self, frame: dict[str, Any]) -> None:
-        if "seq" in frame:
-            self._store.append_frames(self._job.stream_id, [frame])
-        try:
-            self._publish(self._job.stream_id, self._job.owner, [frame])
-        except PublishError:
-            self.failed += 1
-            raise
-        self.publishes += 1
+    def send(self, frame: dict[str, Any]) -> None:
+        self._publish(self.record.stream_id, self.record.owner, [frame])
 
 
 def handle_batch(event: Mapping[str, Any], deps: WorkerDeps) -> dict[str, Any]:
@@ -276,7 +253,11 @@ def process_record(record: SQSRecord, deps: WorkerDeps) -> str:
 def process_job(job: Job, worker_id: str, deps: WorkerDeps) -> str:
     store = deps.store
     record = store.get(job.stream_id)
-    if record is None or record.owner != job.owner:
+    if (
+        record is None
+        or record.owner != job.owner
+        or (job.generation is not None and record.generation != job.generation)
+    ):
         log.warning("stream of a job not found", extra={"streamId": job.stream_id})
         return "missing"
     if record.terminal:
@@ -286,63 +267,21 @@ def process_job(job: Job, worker_id: str, deps: WorkerDeps) -> str:
             return "running"  # a duplicate delivery; the producer is alive
         _end_and_publish(record, deps, ABANDONED)
         return "abandoned"
-    if not store.claim(job.stream_id, worker_id, deps.settings.claim_lease_s):
+    claimed = store.claim(
+        job.stream_id, worker_id, deps.settings.claim_lease_s, generation=record.generation
+    )
+    if claimed is None:
         return "running"  # another delivery claimed it first
-    return generate(job, worker_id, deps)
-
-
-def generate(job: Job, worker_id: str, deps: WorkerDeps) -> str:
-    """Produce a claimed stream; returns its final status."""
-    settings, store = deps.settings, deps.store
-    builder = FrameBuilder(job.stream_id)
-    delivery = AppSyncDelivery(store, deps.publish, job)
-    try:
-        # Published before the model is called: if AppSync cannot be reached, the
-        # message fails without spending tokens, and a retry starts cleanly.
-        delivery(builder.start(settings.model_id))
-    except PublishError:
-        store.release_claim(job.stream_id, worker_id)
-        raise
-    sender = coalescing_sender(
-        builder, delivery, settings, APPSYNC_PAYLOAD_LIMIT, f"appsync-sender-{job.stream_id[:8]}"
+    return generate_claimed(
+        claimed,
+        worker_id,
+        job.request,
+        settings=deps.settings,
+        streamer=deps.streamer,
+        delivery=AppSyncDelivery(store, deps.publish, claimed),
+        limit_bytes=APPSYNC_PAYLOAD_LIMIT,
+        remaining_ms=deps.remaining_ms,
     )
-    watch = cancel_watch(store, job.stream_id, settings, claim=(worker_id, settings.claim_lease_s))
-    delivery.watch = watch
-    try:
-        status, error_code = produce(
-            job.request,
-            settings=settings,
-            streamer=deps.streamer,
-            sender=sender,
-            watch=watch,
-            remaining_ms=deps.remaining_ms(),
-            stream_id=job.stream_id,
-        )
-    finally:
-        # A slow AppSync holds frames in the sender: wait for them as long as the
-        # Lambda can (the guard keeps the claim renewed meanwhile).
-        drained = sender.close(timeout=drain_timeout_s(deps.remaining_ms()))
-    if drained:
-        store.finish(
-            job.stream_id, job.owner, status, last_seq=builder.last_seq, error_code=error_code
-        )
-    else:
-        status = ERROR
-        frame = end_undelivered(store, job.stream_id, delivery.guard)
-        if frame is not None:
-            _publish_quietly(job.stream_id, job.owner, frame, deps)
-    log.info(
-        "stream finished",
-        extra={
-            "streamId": job.stream_id,
-            "status": status,
-            "frames": builder.last_seq + 1,
-            "publishes": delivery.publishes,
-            "publishFailures": delivery.failed,
-            "claimLost": watch.claim_lost,
-        },
-    )
-    return status
 
 
 def give_up(job: Job, deps: WorkerDeps) -> None:
@@ -356,9 +295,10 @@ def give_up(job: Job, deps: WorkerDeps) -> None:
 
 
 def _end_and_publish(record: StreamRecord, deps: WorkerDeps, err: StreamError) -> None:
-    frame = deps.store.end_with_error(record, err)
-    if frame is None:
+    ended = end_with_error(deps.store, record, err)
+    if ended is None:
         return  # someone else ended it (and published its frame)
+    frame, _ = ended
     log.info("stream ended after its worker stopped", extra={"streamId": record.stream_id})
     _publish_quietly(record.stream_id, record.owner, frame, deps)
 

@@ -1,6 +1,5 @@
 """Draining a producer's sender before its Lambda ends (docs/architecture.md, stream
-store: every stream ends with
-one terminal frame and the store stays consistent).
+store: every stream ends with one terminal frame and the store stays consistent).
 
 A slow or throttled transport (``@connections`` backing off, AppSync answering slowly)
 keeps frames in the ordered sender after the model has finished. The producer waits for
@@ -18,11 +17,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib import stream_store
-from chalicelib.producer import DEADLINE_MARGIN_S
-from chalicelib.stream_store import CancelWatch, StreamStore
+from chalicelib.endings import ABANDONED, end_with_error
+from chalicelib.stream_store import CancelWatch, StreamRecord, StreamStore
 
 log = logging.getLogger(__name__)
+
+# Stop generating this long before Lambda's own timeout (at most a sixth of the time
+# left, for short timeouts), so the stream still ends with a terminal frame and the
+# store is left consistent.
+DEADLINE_MARGIN_S = 10.0
 
 
 def drain_timeout_s(remaining_ms: int) -> float:
@@ -66,16 +69,18 @@ class DeliveryGuard:
 
 def end_undelivered(
     store: StreamStore, stream_id: str, guard: DeliveryGuard
-) -> dict[str, Any] | None:
-    """The sender did not drain in time (the Lambda is about to end): stop it, then end
-    the stream with an error frame after the frames the store holds. Returns that frame
-    (for the caller to send where it can), or None if the stream was not ended here: a
-    delivery still stuck leaves it to its claim's lease, whose lapse lets the next
-    reader end it the same way."""
-    log.error("sender did not drain", extra={"streamId": stream_id})
+) -> tuple[dict[str, Any], StreamRecord] | None:
+    """The sender did not drain in time (the Lambda is about to end), or its terminal
+    frame could not be stored: stop it, then end the stream with an error frame after
+    the frames the store holds. Returns that frame and the finished record (for the
+    caller to send where it can), or None if the stream was not ended here: a delivery
+    still stuck leaves it to its claim's lease, whose lapse lets the next reader end it
+    the same way."""
     if not guard.stop(DEADLINE_MARGIN_S / 4):
+        log.error("sender stuck at the deadline", extra={"streamId": stream_id})
         return None
     record = store.get(stream_id)
     if record is None or record.terminal:
-        return None
-    return store.end_with_error(record, stream_store.ABANDONED)
+        return None  # ended as produced, or by someone who took over
+    log.error("sender did not drain", extra={"streamId": stream_id})
+    return end_with_error(store, record, ABANDONED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chalicelib.endings import end_if_abandoned
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import parse_after_seq, parse_stream_id
 from chalicelib.settings import Settings
@@ -43,6 +44,8 @@ def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
             "maxTokens": limits.max_tokens_limit,
             "defaultMaxTokens": limits.default_max_tokens,
             "maxStreamsPerUser": limits.max_streams_per_user,
+            "maxFollowersPerStream": limits.max_followers_per_stream,
+            "maxFollowersPerUser": limits.max_followers_per_user,
             "maxMessages": limits.max_messages,
         },
         "flushIntervalMs": settings.flush_interval_ms,
@@ -63,14 +66,27 @@ def after_seq_query(query: Mapping[str, str] | None) -> int:
 
 
 def snapshot(
-    store: StreamStore, owner: str, stream_id: Any, after_seq: Any
+    store: StreamStore,
+    owner: str,
+    stream_id: Any,
+    after_seq: Any,
+    *,
+    follower: tuple[str, float] | None = None,
 ) -> tuple[StreamRecord, list[dict[str, Any]], bool]:
     """The caller's own stream, its stored frames after ``after_seq`` (at most
-    ``MAX_FRAMES_PER_READ``) and whether more are stored. REST and GraphQL reads."""
+    ``MAX_FRAMES_PER_READ``) and whether more are stored. REST and GraphQL reads.
+
+    Frames are read by the record's generation, so frames an earlier stream of the same
+    id left behind are never returned. With ``follower`` (id, lease) the read holds a
+    follower slot (``TOO_MANY_FOLLOWERS`` when none is free)."""
     stream_id = parse_stream_id(stream_id)
     after = parse_after_seq(after_seq)
-    record = store.end_if_abandoned(store.get_owned(stream_id, owner))
-    frames = store.frames_after(stream_id, after, limit=MAX_FRAMES_PER_READ + 1)
+    record = end_if_abandoned(store, store.get_owned(stream_id, owner))
+    if follower is None:
+        frames = store.frames_after(record, after, limit=MAX_FRAMES_PER_READ + 1)
+    else:
+        with store.following(owner, stream_id, *follower):
+            frames = store.frames_after(record, after, limit=MAX_FRAMES_PER_READ + 1)
     return record, frames[:MAX_FRAMES_PER_READ], len(frames) > MAX_FRAMES_PER_READ
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chalicelib.endings import end_if_abandoned
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.stream_store import RUNNING, StreamStore
 
@@ -49,7 +50,7 @@ def list_running(
         record = store.get(stream_id)
         if record is None or record.owner != owner:
             continue
-        record = store.end_if_abandoned(record)
+        record = end_if_abandoned(store, record)
         if record.status != RUNNING:
             continue
         streams.append(

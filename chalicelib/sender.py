@@ -12,6 +12,12 @@ A delivery that raises is recorded and reported back (``failure``,
 ``on_failure``); the sender goes on with the next frames, so a ``deliver``
 that writes to the store and a socket can keep storing after the socket is gone.
 
+What the ordered sender decides (coalesce, flush, drain before a control frame, send a
+heartbeat after silence, stop) is ``SenderCore``, a pure object fed items and times, kept
+apart from the thread and the deliveries as websockets keeps its protocol apart from
+I/O; node_function/src/sender.mjs has the same core, and both are held to
+tests/vectors/sender.json.
+
 ``PerTokenSender`` is the baseline the benchmark measures this design against
 (``SENDER_MODE=per_token``): the same interface, but every model token is its own
 frame, delivered before ``send_text`` returns, which is what most samples do.
@@ -123,6 +129,69 @@ class _Delivering:
                 self._on_failure(failure)
 
 
+CLOSE = _CLOSE  # the item that ends a sender's queue
+
+# What SenderCore.step decides, in order: ("delta", text) to send as a delta frame,
+# ("control", item) to build and send the queued control frame ``item``, ("heartbeat",
+# None) to send a heartbeat.
+Decision = tuple[str, Any]
+
+
+class SenderCore:
+    """The ordered sender's decisions, without threads, clocks or I/O.
+
+    ``step(items, now_s)`` takes what was queued since the last step (texts, control
+    items, ``CLOSE``) and returns what to send now, in order: text is coalesced by the
+    flush policy; pending text is drained before a control frame and before ``CLOSE``;
+    after ``heartbeat_s`` with nothing sent, a heartbeat. ``wait_s(now_s)`` is how long
+    the sender may wait for new items before the next step is due.
+    """
+
+    def __init__(self, policy: FlushPolicy, heartbeat_s: float, now_s: float) -> None:
+        self._policy = policy
+        self._heartbeat_s = heartbeat_s
+        self._last_sent = now_s
+        self.closed = False
+
+    def sent(self, now_s: float) -> None:
+        """A frame left at ``now_s`` (the sender reports each delivery's start)."""
+        self._last_sent = now_s
+
+    def wait_s(self, now_s: float) -> float:
+        wait = self._last_sent + self._heartbeat_s - now_s
+        deadline = self._policy.deadline_ms()
+        if deadline is not None:
+            wait = min(wait, deadline / 1000.0 - now_s)
+        return max(wait, 0.0)
+
+    def step(self, items: list[Any], now_s: float) -> list[Decision]:
+        if self.closed:
+            raise RuntimeError("the sender is closed")
+        now_ms = now_s * 1000.0
+        out: list[Decision] = []
+        text: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                text.append(item)
+                continue
+            if text:
+                out += [("delta", t) for t in self._policy.add("".join(text), now_ms)]
+                text = []
+            out += [("delta", t) for t in self._policy.drain()]
+            if item is _CLOSE:
+                self.closed = True
+                break
+            out.append(("control", item))
+        else:
+            chunks = self._policy.add("".join(text), now_ms) if text else self._policy.due(now_ms)
+            out += [("delta", t) for t in chunks]
+            if not out and now_s - self._last_sent >= self._heartbeat_s:
+                out.append(("heartbeat", None))
+        if out:
+            self._last_sent = now_s
+        return out
+
+
 class OrderedSender(_Delivering):
     def __init__(
         self,
@@ -136,8 +205,7 @@ class OrderedSender(_Delivering):
         name: str = "ordered-sender",
     ) -> None:
         super().__init__(builder, deliver, on_failure, clock)
-        self._policy = policy
-        self._heartbeat_s = heartbeat_interval_s
+        self._core = SenderCore(policy, heartbeat_interval_s, clock())
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -171,22 +239,10 @@ class OrderedSender(_Delivering):
 
     # -- the sending thread ------------------------------------------------------------
 
-    def _now_ms(self) -> float:
-        return self._clock() * 1000.0
-
-    def _timeout(self) -> float:
-        """Seconds until the next flush or heartbeat is due."""
-        now = self._clock()
-        wait = self._last_sent + self._heartbeat_s - now
-        deadline = self._policy.deadline_ms()
-        if deadline is not None:
-            wait = min(wait, deadline / 1000.0 - now)
-        return max(wait, 0.0)
-
     def _run(self) -> None:
-        while True:
+        while not self._core.closed:
             try:
-                items = [self._queue.get(timeout=self._timeout())]
+                items = [self._queue.get(timeout=self._core.wait_s(self._clock()))]
             except queue.Empty:
                 items = []
             # Take everything that piled up during the last delivery, so it
@@ -196,39 +252,23 @@ class OrderedSender(_Delivering):
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if self._process(items):
-                return
+            for kind, value in self._core.step(items, self._clock()):
+                if kind == "delta":
+                    self._emit(self._builder.delta(value))
+                elif kind == "heartbeat":
+                    self.heartbeats_sent += 1
+                    self._emit(self._builder.heartbeat())
+                else:
+                    try:
+                        frame = value(self._builder)
+                    except Exception as exc:  # a bad control frame must not kill the thread
+                        self._record(DeliveryFailure({}, exc))
+                        continue
+                    self._emit(frame)
 
-    def _process(self, items: list[Any]) -> bool:
-        text: list[str] = []
-        for item in items:
-            if isinstance(item, str):
-                text.append(item)
-                continue
-            if text:
-                self._send_chunks(self._policy.add("".join(text), self._now_ms()))
-                text = []
-            self._send_chunks(self._policy.drain())
-            if item is _CLOSE:
-                return True
-            try:
-                frame = item(self._builder)
-            except Exception as exc:  # a bad control frame must not kill the thread
-                self._record(DeliveryFailure({}, exc))
-                continue
-            self._emit(frame)
-        if text:
-            self._send_chunks(self._policy.add("".join(text), self._now_ms()))
-        else:
-            self._send_chunks(self._policy.due(self._now_ms()))
-        if self._clock() - self._last_sent >= self._heartbeat_s:
-            self.heartbeats_sent += 1
-            self._emit(self._builder.heartbeat())
-        return False
-
-    def _send_chunks(self, chunks: list[str]) -> None:
-        for chunk in chunks:
-            self._emit(self._builder.delta(chunk))
+    def _emit(self, frame: Frame) -> None:
+        self._core.sent(self._clock())
+        super()._emit(frame)
 
 
 class PerTokenSender(_Delivering):

@@ -79,6 +79,10 @@ class Limits:
     default_max_tokens: int = _default("default_max_tokens", "limits")
     max_streams_per_user: int = _default("max_streams_per_user", "limits")
     max_messages: int = _default("max_messages", "limits")
+    # Readers holding a follower slot (a Function URL follower, a WebSocket resume, a
+    # GraphQL streamFrames read): at once per stream, and at once per user over all.
+    max_followers_per_stream: int = _default("max_followers_per_stream", "limits")
+    max_followers_per_user: int = _default("max_followers_per_user", "limits")
 
 
 def _d(name: str) -> Any:
@@ -135,8 +139,8 @@ class Settings:
     worker_batch_size: int = _d("worker_batch_size")
     worker_timeout_s: int = _d("worker_timeout_s")
     worker_max_receive_count: int = _d("worker_max_receive_count")
-    # A worker renews its claim on a stream every third of this; a claim not renewed for
-    # this long belongs to a worker that died.
+    # A producer renews its claim on a stream every third of this; a claim not renewed
+    # for this long belongs to a producer that died. Follower slots use the same lease.
     claim_lease_s: float = _d("claim_lease_s")
     publish_retries: int = _d("publish_retries")
     publish_timeout_s: float = _d("publish_timeout_s")

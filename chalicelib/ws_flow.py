@@ -10,8 +10,13 @@
   applies to a generation.
 * ``generate``: the generator Lambda. Reads Bedrock, coalesces through the
   ordered sender, stores every frame and posts it to the stream's current
-  connection. The stream outlives its socket: a gone connection only stops the
-  posting; ``resume`` from a new socket replays what was missed and re-attaches.
+  connection (chalicelib/producer.py, shared with the AppSync worker). The stream
+  outlives its socket: a gone connection only stops the posting; ``resume`` from a
+  new socket replays what was missed and re-attaches.
+* ``generate_failed``: Lambda's on-failure destination of the generator's
+  asynchronous invocation (it crashed, ran out of memory or timed out; it is invoked
+  with no retries). Ends the stream at once with one error frame after what is
+  stored, instead of leaving it to the claim's lease.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +35,10 @@ from chalice.app import WebsocketAPI
 
 from chalicelib import json_input, stream_store
 from chalicelib.bedrock import BedrockStreamer
-from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
+from chalicelib.endings import ABANDONED, end_if_abandoned, end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import (
     WEBSOCKET_FRAME_LIMIT,
-    FrameBuilder,
     encode,
     parse_after_seq,
     parse_start_request,
@@ -42,9 +47,9 @@ from chalicelib.frames import (
 )
 from chalicelib.gateway_auth import Unauthorized, claims_context, policy
 from chalicelib.jwt_verify import JwtVerifier, TokenError
-from chalicelib.producer import cancel_watch, coalescing_sender, produce
+from chalicelib.producer import StoredDelivery, generate_claimed
 from chalicelib.settings import Settings
-from chalicelib.stream_store import StreamStore
+from chalicelib.stream_store import StreamRecord, StreamStore
 from chalicelib.ws_rate import Throttled
 
 log = logging.getLogger(__name__)
@@ -220,7 +225,14 @@ def _start(body: dict[str, Any], owner: str, connection_id: str, deps: MessageDe
         resume(deps, owner, connection_id, record.stream_id, -1)
         return
     try:
-        deps.start_generation({"streamId": req.stream_id, "owner": owner, "request": req.to_dict()})
+        deps.start_generation(
+            {
+                "streamId": req.stream_id,
+                "owner": owner,
+                "generation": record.generation,
+                "request": req.to_dict(),
+            }
+        )
     except Exception:
         log.exception("could not start the generator", extra={"streamId": req.stream_id})
         deps.store.finish(
@@ -232,22 +244,43 @@ def _start(body: dict[str, Any], owner: str, connection_id: str, deps: MessageDe
 def resume(
     deps: MessageDeps, owner: str, connection_id: str, raw_stream_id: Any, after_seq: Any
 ) -> None:
-    """Attach the owner's stream to this connection and replay the frames it missed."""
+    """Attach the owner's stream to this connection and replay the frames it missed.
+
+    The replay holds a follower slot (``TOO_MANY_FOLLOWERS`` past the per-stream or
+    per-user bound), released when it is done."""
     stream_id = parse_stream_id(raw_stream_id)
     after = parse_after_seq(after_seq)
-    deps.store.end_if_abandoned(deps.store.get_owned(stream_id, owner))
+    end_if_abandoned(deps.store, deps.store.get_owned(stream_id, owner))
+    follower = f"ws-{uuid.uuid4()}"
+    with deps.store.following(owner, stream_id, follower, deps.settings.claim_lease_s):
+        _replay(deps, owner, connection_id, stream_id, after)
+
+
+def _replay(deps: MessageDeps, owner: str, connection_id: str, stream_id: str, after: int) -> None:
     record = deps.store.attach(stream_id, owner, connection_id)
     if record.terminal:
         # No producer is left: everything stored is final, replay all of it.
-        last = -1 if record.last_seq is None else record.last_seq
-    else:
-        # Frames up to delivered_seq were addressed to the old connection; later ones
-        # come here from the producer. Replaying exactly the former loses and repeats
-        # nothing.
-        last = -1 if record.delivered_seq is None else record.delivered_seq
-    cursor = after
+        _send_stored(deps, connection_id, record, after, record.last_seq)
+        return
+    # Frames up to delivered_seq were addressed to the old connection; later ones come
+    # here from the producer. Replaying exactly the former loses and repeats nothing.
+    _send_stored(deps, connection_id, record, after, record.delivered_seq)
+    now = deps.store.replayed(stream_id, connection_id)
+    if now is not None and now.terminal and now.connection_id == connection_id:
+        # It ended during the replay: the frames before the end came here live, and the
+        # terminal frame was left to this replay, so it arrives after all of them.
+        last = -1 if now.last_seq is None else now.last_seq
+        if last > after:
+            _send_stored(deps, connection_id, now, last - 1, last)
+
+
+def _send_stored(
+    deps: MessageDeps, connection_id: str, record: StreamRecord, after: int, last: int | None
+) -> None:
+    """Send the stored frames after ``after`` up to ``last``."""
+    cursor, last = after, -1 if last is None else last
     while cursor < last:
-        frames = deps.store.frames_after(stream_id, cursor, limit=_REPLAY_PAGE)
+        frames = deps.store.frames_after(record, cursor, limit=_REPLAY_PAGE)
         if not frames:
             break
         for frame in frames:
@@ -260,50 +293,51 @@ def resume(
 # -- the generator --------------------------------------------------------------------------
 
 
-class WebsocketDelivery:
+class WebsocketDelivery(StoredDelivery):
     """Stores each frame, then posts it to the stream's current connection.
 
     The connection is read in the same write that records the frame as delivered
-    (``StreamStore.mark_delivered``), which is what lets ``resume`` re-attach a
-    stream without losing or repeating a frame.
+    (``StreamStore.mark_delivered``, and ``finish`` for the terminal frame), which is
+    what lets ``resume`` re-attach a stream without losing or repeating a frame.
     """
 
     def __init__(
         self,
         store: StreamStore,
         send: Send,
-        stream_id: str,
+        record: StreamRecord,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._store = store
+        super().__init__(store, record)
         self._send = send
-        self._stream_id = stream_id
         self._sleep = sleep
-        self.connection_id: str | None = None
+        self.connection_id: str | None = record.connection_id
         self.gone: set[str] = set()
-        self.posts = 0
-        self.guard = DeliveryGuard()
+        self._left_to_replay = False
 
-    def __call__(self, frame: dict[str, Any]) -> None:
-        self.guard.run(lambda: self._deliver(frame))
+    def stored(self, frame: dict[str, Any], finished: StreamRecord | None) -> None:
+        self._left_to_replay = False
+        if finished is not None:
+            self.connection_id = finished.connection_id
+            # A resume is replaying to that connection: the replay sends this last frame
+            # after the ones before it (StreamStore.attach).
+            self._left_to_replay = finished.replaying is not None
+        elif frame.get("type") not in ("done", "error"):
+            self.connection_id = self.store.mark_delivered(self.record.stream_id, frame["seq"])
 
-    def _deliver(self, frame: dict[str, Any]) -> None:
-        if "seq" in frame:  # transcript frames are stored; heartbeats only sent
-            self._store.append_frames(self._stream_id, [frame])
-            self.connection_id = self._store.mark_delivered(self._stream_id, frame["seq"])
+    def send(self, frame: dict[str, Any]) -> None:
         conn = self.connection_id
-        if not conn or conn in self.gone:
+        if not conn or conn in self.gone or self._left_to_replay:
             return
         data = encode(frame, WEBSOCKET_FRAME_LIMIT)
         for attempt in range(_LIMIT_RETRIES + 1):
             try:
                 self._send(conn, data)
-                self.posts += 1
                 return
             except WebsocketDisconnectedError:
                 # The client went away; the generation goes on into the store.
                 self.gone.add(conn)
-                log.info("connection gone", extra={"streamId": self._stream_id})
+                log.info("connection gone", extra={"streamId": self.record.stream_id})
                 return
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
@@ -323,58 +357,82 @@ class GenerateDeps:
 
 def generate(payload: Mapping[str, Any], deps: GenerateDeps, worker_id: str) -> str:
     """Produce one stream; returns its final status. Safe to run twice for one stream."""
-    settings = deps.settings
     stream_id = parse_stream_id(payload.get("streamId"))
     owner = str(payload.get("owner"))
+    generation = payload.get("generation")
     # A lease, renewed while the generator runs: if its Lambda dies (out of memory, a
     # crash), the claim lapses and the next reader (resume, REST read, the per-user cap)
-    # ends the stream with a terminal error frame at once, instead of after a Lambda's
-    # maximum lifetime (STALE_AFTER_S).
-    lease = (worker_id, settings.claim_lease_s)
-    if not deps.store.claim(stream_id, *lease):
+    # ends the stream with a terminal error frame; the on-failure destination
+    # (generate_failed) does so at once.
+    record = deps.store.claim(
+        stream_id,
+        worker_id,
+        deps.settings.claim_lease_s,
+        generation=generation if isinstance(generation, str) else None,
+    )
+    if record is None:
         # A retried async invoke for a stream already produced (or being produced).
         log.info("stream already claimed", extra={"streamId": stream_id})
         return "skipped"
-    builder = FrameBuilder(stream_id)
-    delivery = WebsocketDelivery(deps.store, deps.send, stream_id)
-    watch = cancel_watch(deps.store, stream_id, settings, claim=lease)
-    delivery.guard.watch = watch
-    sender = coalescing_sender(
-        builder, delivery, settings, WEBSOCKET_FRAME_LIMIT, f"ws-sender-{stream_id[:8]}"
+    if record.owner != owner:
+        deps.store.release_claim(stream_id, worker_id)
+        log.warning("stream of a job not found", extra={"streamId": stream_id})
+        return "skipped"
+    return generate_claimed(
+        record,
+        worker_id,
+        payload.get("request"),
+        settings=deps.settings,
+        streamer=deps.streamer,
+        delivery=WebsocketDelivery(deps.store, deps.send, record),
+        limit_bytes=WEBSOCKET_FRAME_LIMIT,
+        remaining_ms=deps.remaining_ms,
     )
-    sender.send_frame(lambda b: b.start(settings.model_id))
+
+
+def generate_failed(event: Mapping[str, Any], deps: GenerateDeps) -> str:
+    """Lambda's on-failure destination record of a failed ``generate`` invocation: end
+    its stream with one error frame after what is stored and post it to the stream's
+    connection, if any. Returns what was done."""
+    payload = event.get("requestPayload")
+    condition = (event.get("requestContext") or {}).get("condition")
+    if not isinstance(payload, Mapping):
+        log.warning("destination record without a payload", extra={"condition": condition})
+        return "ignored"
     try:
-        status, error_code = produce(
-            payload.get("request"),
-            settings=settings,
-            streamer=deps.streamer,
-            sender=sender,
-            watch=watch,
-            remaining_ms=deps.remaining_ms(),
-            stream_id=stream_id,
-        )
-    finally:
-        # A slow or throttled @connections API holds frames in the sender: wait for them
-        # as long as the Lambda can, keeping half the deadline margin for the last writes.
-        drained = sender.close(timeout=drain_timeout_s(deps.remaining_ms()))
-    if drained:
-        deps.store.finish(
-            stream_id, owner, status, last_seq=builder.last_seq, error_code=error_code
-        )
-    else:
-        # Its error frame is stored; the client gets it on resume.
-        end_undelivered(deps.store, stream_id, delivery.guard)
-        status = stream_store.ERROR
-    log.info(
-        "stream finished",
+        stream_id = parse_stream_id(payload.get("streamId"))
+    except StreamError:
+        log.warning("destination record without a stream", extra={"condition": condition})
+        return "ignored"
+    record = deps.store.get(stream_id)
+    generation = payload.get("generation")
+    if (
+        record is None
+        or record.owner != payload.get("owner")
+        or (generation is not None and record.generation != generation)
+        or record.terminal
+    ):
+        return "finished"
+    ended = end_with_error(deps.store, record, ABANDONED)
+    log.error(
+        "generator failed; stream ended",
         extra={
             "streamId": stream_id,
-            "status": status,
-            "frames": builder.last_seq + 1,
-            "posts": delivery.posts,
-            "gone": bool(delivery.gone),
-            "claimLost": watch.claim_lost,
-            "dropped": delivery.guard.dropped,
+            "condition": condition,
+            "functionError": (event.get("responseContext") or {}).get("functionError"),
+            "ended": ended is not None,
         },
     )
-    return status
+    if ended is None:
+        return "finished"
+    frame, finished = ended
+    # A resume replaying meanwhile sends the frame itself, after the ones before it.
+    if finished.connection_id and finished.replaying is None:
+        try:
+            deps.send(finished.connection_id, encode(frame, WEBSOCKET_FRAME_LIMIT))
+        except Exception as exc:  # stored all the same: a resume replays it
+            log.info(
+                "terminal frame not posted",
+                extra={"streamId": stream_id, "errorType": type(exc).__name__},
+            )
+    return "ended"

@@ -315,6 +315,7 @@ class LocalCloud:
         # No app yet: it is attached once imported (see _start_rest).
         self._lambdas = LocalLambdas(
             max_workers=MAX_CONCURRENT_INVOCATIONS,
+            on_failure={"ws_generate": "ws_generate_failed"},  # the stack's async destination
             timeouts={
                 **FUNCTION_TIMEOUTS_S,
                 WORKER_FUNCTION: float(_own_settings().worker_timeout_s),

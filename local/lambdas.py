@@ -21,6 +21,13 @@ The Invoke API, for app code that calls ``boto3.client("lambda").invoke`` with
                              {"errorMessage", "errorType": "Runtime.ExitError"}
         unknown function  -> 404 ResourceNotFoundException {"Type": "User", "message"}
 
+``Event`` invocations that fail (the handler raises, or its runtime crashes) are sent to
+the function's on-failure destination when one is configured (``on_failure``), as Lambda
+does for asynchronous invocations: the destination function is invoked asynchronously
+with Lambda's destination record (``requestContext`` with ``condition``
+``RetriesExhausted``, ``requestPayload``, ``responseContext``, ``responsePayload``). Retries
+are not emulated: the functions that have a destination are configured with none.
+
 and one local-only control route next to it (fault injection, see :meth:`LocalLambdas.crash`)::
 
     POST /_local/functions/{FunctionName}/crash -> 200 {"crashed": n}
@@ -37,6 +44,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import datetime
 import json
 import logging
 import os
@@ -127,6 +135,9 @@ class LocalLambdas:
     ``timeout_s`` is every function's configured timeout, ``timeouts`` overrides it
     per ``handler_map`` key (seconds). It shows in the context's remaining time and
     in :meth:`timeout_for`; it is not enforced (nothing kills a slow invocation).
+
+    ``on_failure`` maps a ``handler_map`` key to the key of its asynchronous invocations'
+    on-failure destination.
     """
 
     def __init__(
@@ -139,6 +150,7 @@ class LocalLambdas:
         timeout_s: float = 60.0,
         timeouts: Mapping[str, float] | None = None,
         region: str = "us-east-1",
+        on_failure: Mapping[str, str] | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 s, got {timeout_s}")
@@ -146,6 +158,7 @@ class LocalLambdas:
             if not seconds > 0:
                 raise ValueError(f"The timeout of function {name} must be > 0 s, got {seconds}")
         self._app = app
+        self._on_failure = dict(on_failure or {})
         self.memory_limit_in_mb = memory_limit_in_mb
         self.timeout_s = timeout_s
         self._timeouts = dict(timeouts or {})
@@ -330,6 +343,12 @@ class LocalLambdas:
                     "where": error_location(exc),
                 },
             )
+            destination = self._on_failure.get(key)
+            if destination is not None:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody to tell
+                    self.invoke_async(
+                        destination, failure_record(self.arn(key), event, exc, request_id)
+                    )
 
     def close(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` s for running invocations, then stop the pool.
@@ -418,6 +437,30 @@ def error_location(exc: BaseException) -> str:
         return ""
     last = frames[-1]
     return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+
+
+def failure_record(
+    function_arn: str, event: Any, exc: BaseException, request_id: str
+) -> dict[str, Any]:
+    """Lambda's on-failure destination record of a failed asynchronous invocation."""
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "version": "1.0",
+        "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": f"{function_arn}:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 1,
+        },
+        "requestPayload": event,
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        },
+        "responsePayload": error_payload(exc, request_id),
+    }
 
 
 def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:

@@ -9,6 +9,14 @@
  *             following the stream in the store until its terminal frame; 204 when
  *             the stream has ended and the client already holds its terminal frame.
  *
+ * A follower (a GET, or a start re-posted for an existing stream) holds a follower
+ * slot for as long as it follows: at most MAX_FOLLOWERS_PER_STREAM per stream and
+ * MAX_FOLLOWERS_PER_USER per user, else 429 TOO_MANY_FOLLOWERS before the SSE starts.
+ * The slot is a lease renewed while following, so a follower whose Lambda dies frees
+ * it within one lease. A follower that finds the producer dead (its claim's lease
+ * lapsed, or no update for a Lambda's lifetime) ends the stream with one error frame
+ * after what is stored, which frees the owner's slot, and delivers that frame.
+ *
  * Everything that can fail before streaming (auth, validation, the stream record
  * and its per-user cap) is settled first and answered with a real status and
  * ``{"error": {"code", "message"}}``; only then are the 200 SSE headers written.
@@ -24,9 +32,11 @@ import { MAX_SEQ, parseStartRequest, parseStreamId, rejection, TERMINAL_TYPES } 
 import { parseJson } from './json_input.mjs';
 import { bearerToken, TokenError } from './jwt.mjs';
 import { errorKind } from './log.mjs';
-import { runStream } from './producer.mjs';
+import { randomUUID } from 'node:crypto';
+
+import { ABANDONED, errorFrame, runStream } from './producer.mjs';
 import { HEARTBEAT, sseEvent } from './sse.mjs';
-import { claimLapsed, isTerminal, STALE_AFTER_S, TRANSPORT } from './store.mjs';
+import { isTerminal, TRANSPORT } from './store.mjs';
 
 const SSE_HEADERS = Object.freeze({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 const JSON_HEADERS = Object.freeze({ 'Content-Type': 'application/json' });
@@ -47,7 +57,9 @@ const DEFAULT_REMAINING_MS = 15 * 60 * 1000;
  * @typedef {object} HandlerDeps
  * @property {import('./settings.mjs').Settings} settings
  * @property {{verify(token: string|null): Promise<Record<string, any>>}} verifier
- * @property {Pick<import('./store.mjs').StreamStore, 'create'|'get'|'getOwned'|'framesAfter'|'isCancelRequested'|'appendFrames'|'finish'>} store
+ * @property {Pick<import('./store.mjs').StreamStore, 'create'|'get'|'getOwned'|'framesAfter'|'isCancelRequested'
+ *   |'renewClaim'|'appendFrames'|'finish'|'endWithError'|'endIfAbandoned'|'abandoned'|'acquireFollower'
+ *   |'renewFollower'|'releaseFollower'>} store
  * @property {import('./producer.mjs').ProducerDeps['model']} model
  * @property {(stream: any, prelude: {statusCode: number, headers: Record<string, string>}) => any} httpResponseStreamFrom
  *   awslambda.HttpResponseStream.from
@@ -198,7 +210,7 @@ export function createStreamHandler(deps) {
       const owner = await authenticate(event, rlog);
       const path = event?.rawPath ?? '/';
       if (path !== '/' && path !== '') throw new StreamError(ErrorCode.NOT_FOUND, 'Not found.');
-      if (method === 'POST') await start(event, owner, res, rlog, remainingMs);
+      if (method === 'POST') await start(event, owner, res, rlog, remainingMs, requestId);
       else if (method === 'GET') await resume(event, owner, res, rlog, remainingMs);
       // 405 would be the exact status; BAD_REQUEST keeps to the protocol's error codes.
       else res.sendError(bad('Use POST to start a stream or GET to resume one.'), { Allow: 'GET, POST' });
@@ -235,22 +247,28 @@ export function createStreamHandler(deps) {
     }
   }
 
-  async function start(event, owner, res, rlog, remainingMs) {
+  async function start(event, owner, res, rlog, remainingMs, requestId) {
     const body = parseJson(bodyText(event), 'the request body');
     const request = parseStartRequest(body, settings.limits);
     const { streamId } = request;
-    const { created } = await store.create(streamId, owner, TRANSPORT, { model: settings.modelId });
-    res.startSse();
+    // Created claimed by this invocation, under a lease renewed while it produces.
+    const workerId = requestId ?? randomUUID();
+    const { record, created } = await store.create(streamId, owner, TRANSPORT, {
+      model: settings.modelId,
+      claimedBy: workerId,
+      leaseS: settings.claimLeaseS,
+    });
     if (!created) {
       // The same owner retrying a start: replay and follow, no second generation.
       rlog('info', 'start retried; following the existing stream', { streamId });
-      await follow(res, streamId, -1, rlog, remainingMs);
+      await following(owner, record, res, -1, rlog, remainingMs);
       return;
     }
+    res.startSse();
     rlog('info', 'stream started', { streamId, maxTokens: request.maxTokens });
     await runStream(
       { settings, store, model: deps.model, log: rlog, now },
-      { streamId, owner, request, write: (frame) => res.write(sseEvent(frame)), remainingMs },
+      { streamId, owner, record, workerId, request, write: (frame) => res.write(sseEvent(frame)), remainingMs },
     );
   }
 
@@ -269,48 +287,84 @@ export function createStreamHandler(deps) {
       res.sendNoContent();
       return;
     }
-    res.startSse();
     rlog('info', 'stream resumed', { streamId, afterSeq });
-    await follow(res, streamId, afterSeq, rlog, remainingMs);
+    await following(owner, record, res, afterSeq, rlog, remainingMs);
+  }
+
+  /** Take a follower slot (429 before the SSE starts), follow, release the slot. */
+  async function following(owner, record, res, afterSeq, rlog, remainingMs) {
+    const followerId = `url-${randomUUID()}`;
+    await store.acquireFollower(owner, record.streamId, followerId, settings.claimLeaseS);
+    try {
+      res.startSse();
+      await follow(res, owner, record, followerId, afterSeq, rlog, remainingMs);
+    } finally {
+      try {
+        await store.releaseFollower(owner, record.streamId, followerId);
+      } catch (err) {
+        // Its lease frees it all the same.
+        rlog('warn', 'could not release a follower slot', { streamId: record.streamId, ...errorKind(err) });
+      }
+    }
   }
 
   /**
    * Replay stored frames after ``afterSeq`` and follow the stream through the store
-   * (polled every flush interval) until its terminal frame.
+   * (polled every flush interval) until its terminal frame, renewing the follower slot.
    */
-  async function follow(res, streamId, afterSeq, rlog, remainingMs) {
+  async function follow(res, owner, record, followerId, afterSeq, rlog, remainingMs) {
+    const { streamId } = record;
     const deadlineAt = now() + Math.max(0, remainingMs() - FOLLOW_MARGIN_MS);
+    const renewEveryMs = (settings.claimLeaseS * 1000) / 3;
     let cursor = afterSeq;
     let lastWrite = now();
     let recordCheckedAt = now();
-    for (;;) {
-      const frames = await store.framesAfter(streamId, cursor, REPLAY_PAGE);
-      for (const frame of frames) {
-        res.write(sseEvent(frame));
-        lastWrite = now();
-        cursor = /** @type {number} */ (frame.seq);
-        if (TERMINAL_TYPES.has(frame.type)) return;
+    let renewedAt = now();
+    const writeStored = async () => {
+      // Frames of this generation only: frames an earlier stream of the id left are never read.
+      for (;;) {
+        const frames = await store.framesAfter(record, cursor, REPLAY_PAGE);
+        for (const frame of frames) {
+          res.write(sseEvent(frame));
+          lastWrite = now();
+          cursor = /** @type {number} */ (frame.seq);
+          if (TERMINAL_TYPES.has(frame.type)) return true;
+        }
+        if (frames.length < REPLAY_PAGE) return false;
       }
-      if (frames.length === REPLAY_PAGE) continue; // more stored: no need to wait
+    };
+    const fail = (/** @type {StreamError} */ err) => res.write(sseEvent(rejection(err, streamId)));
+    for (;;) {
+      if (await writeStored()) return;
       if (res.gone) return; // a follower has nothing to do for a client that left
+      if (now() - renewedAt >= renewEveryMs) {
+        renewedAt = now();
+        if (!(await store.renewFollower(owner, streamId, followerId, settings.claimLeaseS))) {
+          // Pruned after its lease lapsed (this Lambda was frozen): take one again or stop.
+          try {
+            await store.acquireFollower(owner, streamId, followerId, settings.claimLeaseS);
+          } catch (err) {
+            if (!(err instanceof StreamError)) throw err;
+            fail(err);
+            return;
+          }
+        }
+      }
       if (now() - recordCheckedAt >= RECORD_CHECK_MS) {
         recordCheckedAt = now();
-        const record = await store.get(streamId);
-        const nowS = Date.now() / 1000;
-        // No update for a Lambda's lifetime, or a producer lease nobody renewed: it died.
-        const stale = record !== null && (nowS - record.updatedAt > STALE_AFTER_S || claimLapsed(record, nowS));
-        if (record === null || isTerminal(record) || stale) {
+        const current = await store.get(streamId);
+        if (current !== null && current.generation === record.generation && store.abandoned(current)) {
+          // Its producer died: end it here with one error frame after what is stored
+          // (freeing the owner's slot); the next read delivers that frame.
+          rlog('warn', 'producer gone; ending the stream', { streamId });
+          await store.endIfAbandoned(current, errorFrame(ABANDONED), ABANDONED.code);
+          continue;
+        }
+        if (current === null || current.generation !== record.generation || isTerminal(current)) {
           // One more read: the producer stores its terminal frame before finishing.
-          const last = await store.framesAfter(streamId, cursor, REPLAY_PAGE);
-          for (const frame of last) {
-            res.write(sseEvent(frame));
-            cursor = /** @type {number} */ (frame.seq);
-            if (TERMINAL_TYPES.has(frame.type)) return;
-          }
-          if (last.length === REPLAY_PAGE) continue;
-          rlog('warn', 'stream ended without a stored terminal frame', { streamId, stale });
-          const err = new StreamError(ErrorCode.INTERNAL, 'The stream ended unexpectedly.');
-          res.write(sseEvent(rejection(err, streamId)));
+          if (await writeStored()) return;
+          rlog('warn', 'stream ended without a stored terminal frame', { streamId });
+          fail(new StreamError(ErrorCode.INTERNAL, 'The stream ended unexpectedly.'));
           return;
         }
       }

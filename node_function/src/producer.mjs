@@ -1,6 +1,17 @@
 /**
  * One generation: Bedrock → ordered coalescing sender → (response stream, store).
- * The same idea as chalicelib/ws_flow.generate, for the Function URL.
+ * The same behaviour as chalicelib/producer.py generate_claimed, for the Function URL:
+ *
+ * - the stream is created claimed by this invocation under a lease (claimedBy,
+ *   leaseUntil), renewed by the cancel watch while the model runs and by the deliveries
+ *   while the sender drains; if this Lambda dies, the lease lapses and the next reader
+ *   ends the stream with one error frame and frees the slot;
+ * - the terminal frame is stored, then the record finished (freeing the owner's slot),
+ *   then written to the client, so a client that starts its next stream the moment
+ *   it sees this one end always finds its slot free;
+ * - a sender that cannot drain before the Lambda ends is stopped and the stream ended
+ *   with an error frame after what is stored; a claim lost to a reader stops every
+ *   delivery and the client gets the frame that reader stored.
  *
  * The loop reading the model never waits on the response stream or DynamoDB: it
  * hands text to the OrderedSender, whose single async loop delivers frames in
@@ -13,10 +24,37 @@ import { performance } from 'node:perf_hooks';
 
 import { END } from './bedrock.mjs';
 import { ErrorCode, StreamError } from './errors.mjs';
-import { FrameBuilder, maxTextChars } from './frames.mjs';
+import { FrameBuilder, maxTextChars, TERMINAL_TYPES } from './frames.mjs';
 import { errorKind } from './log.mjs';
 import { createSender } from './sender.mjs';
-import { CANCELLED, CancelWatch, DONE, ERROR } from './store.mjs';
+import { CANCELLED, CancelWatch, DONE, ERROR, isTerminal } from './store.mjs';
+
+/** What readers and retries see of a stream whose producer died or could not deliver. */
+export const ABANDONED = new StreamError(ErrorCode.INTERNAL, 'The stream stopped unexpectedly; start it again.', {
+  retryable: true,
+});
+
+/** The builder of a stream's terminal error frame for ``err`` at a seq (the store's ErrorFrame). */
+export function errorFrame(/** @type {StreamError} */ err) {
+  return (/** @type {{streamId: string}} */ rec, /** @type {number} */ seq) => new FrameBuilder(rec.streamId, seq).error(err);
+}
+
+/**
+ * (status, error code) a transcript frame ends its stream with; null for others
+ * (chalicelib/endings.py terminal_status).
+ * @param {import('./frames.mjs').Frame} frame
+ */
+export function terminalStatus(frame) {
+  if (frame.type === 'done') return { status: frame.stopReason === 'cancelled' ? CANCELLED : DONE, errorCode: null };
+  if (frame.type === 'error' && typeof frame.seq === 'number') {
+    return { status: ERROR, errorCode: /** @type {any} */ (frame).error.code };
+  }
+  return null;
+}
+
+// How long a stopped sender's delivery in progress is waited for before the stream is
+// ended for it (chalicelib/drain.py: a quarter of the deadline margin).
+const STOP_WAIT_MS = 2500;
 
 // A frame item holds the frame's JSON with non-ASCII escaped (up to 12 bytes for
 // one astral code point); DynamoDB items are at most 400 KB.
@@ -29,7 +67,7 @@ export const DEADLINE_MARGIN_MS = 10_000;
 /**
  * @typedef {object} ProducerDeps
  * @property {import('./settings.mjs').Settings} settings
- * @property {Pick<import('./store.mjs').StreamStore, 'isCancelRequested'|'appendFrames'|'finish'>} store
+ * @property {Pick<import('./store.mjs').StreamStore, 'isCancelRequested'|'renewClaim'|'appendFrames'|'finish'|'get'|'endWithError'|'framesAfter'>} store
  * @property {{open(req: import('./frames.mjs').StartRequest): Pick<import('./bedrock.mjs').ModelStream, 'nextEvent'|'close'|'closed'>}} model
  * @property {import('./log.mjs').Logger} log
  * @property {() => number} [now] monotonic milliseconds
@@ -37,25 +75,64 @@ export const DEADLINE_MARGIN_MS = 10_000;
 
 /**
  * Produce one stream to ``write`` (the client) and the store; returns its final status.
+ * ``record`` is the stream as created, claimed by ``workerId``.
  * @param {ProducerDeps} deps
- * @param {{streamId: string, owner: string, request: import('./frames.mjs').StartRequest,
+ * @param {{streamId: string, owner: string, record: import('./store.mjs').StreamRecord, workerId: string,
+ *   request: import('./frames.mjs').StartRequest,
  *   write: (frame: import('./frames.mjs').Frame) => void, remainingMs: () => number}} job
  */
 export async function runStream(deps, job) {
   const { settings, store, log } = deps;
   const now = deps.now ?? (() => performance.now());
-  const { streamId, owner } = job;
+  const { streamId, owner, record } = job;
   const builder = new FrameBuilder(streamId);
   let stored = 0;
-  // Client first (its latency is what this architecture is measured on), then the
-  // store: frames are stored in seq order by this one loop, so a client resuming
-  // after any frame it saw finds every later frame there.
-  const deliver = async (/** @type {import('./frames.mjs').Frame} */ frame) => {
+  let written = -1; // the highest seq written to the client
+  /** @type {{status: string, errorCode: string|null}|null} */
+  let ended = null;
+  let stopped = false;
+  let dropped = 0;
+  /** @type {Promise<void>} the delivery in progress */
+  let inFlight = Promise.resolve();
+  /** @type {ProducerWatch|null} */
+  let watch = null;
+  const writeFrame = (/** @type {import('./frames.mjs').Frame} */ frame) => {
     job.write(frame);
+    if (typeof frame.seq === 'number') written = frame.seq;
+  };
+  const deliverOnce = async (/** @type {import('./frames.mjs').Frame} */ frame) => {
+    const end = typeof frame.seq === 'number' ? terminalStatus(frame) : null;
+    if (end) {
+      // Stored, then finished (the slot freed), then written.
+      await store.appendFrames(record, [frame]);
+      stored += 1;
+      await store.finish(streamId, owner, end.status, {
+        lastSeq: /** @type {number} */ (frame.seq),
+        errorCode: end.errorCode,
+        generation: record.generation,
+      });
+      ended = end;
+      writeFrame(frame);
+      return;
+    }
+    // Client first (its latency is what this architecture is measured on), then the
+    // store: frames are stored in seq order by this one loop, so a client resuming
+    // after any frame it saw finds every later frame there.
+    writeFrame(frame);
     if (typeof frame.seq === 'number') {
-      await store.appendFrames(streamId, [frame]);
+      await store.appendFrames(record, [frame]);
       stored += 1;
     }
+  };
+  // Nothing is delivered once the stream is no longer this producer's (chalicelib/drain.py
+  // DeliveryGuard): stopped to be ended here, or the claim lost to a reader.
+  const deliver = (/** @type {import('./frames.mjs').Frame} */ frame) => {
+    if (stopped || (watch !== null && !watch.keepClaim())) {
+      dropped += 1;
+      return undefined;
+    }
+    inFlight = deliverOnce(frame);
+    return inFlight;
   };
   const maxChars = Math.min(settings.flushMaxChars, maxTextChars(STORE_ITEM_LIMIT, STORE_BYTES_PER_CHAR));
   const sender = createSender(settings.senderMode, builder, deliver, {
@@ -68,9 +145,13 @@ export async function runStream(deps, job) {
   }).start();
 
   const deadlineAt = now() + Math.max(0, job.remainingMs() - DEADLINE_MARGIN_MS);
-  const { status, errorCode } = await produce(deps, job, sender, now, deadlineAt);
+  const produced = await produce(deps, job, sender, now, deadlineAt, (w) => {
+    watch = w;
+  });
+  let { status } = produced;
+  const { errorCode } = produced;
 
-  // Drain within what is left before Lambda's timeout, so finish() still runs.
+  // Drain within what is left before Lambda's timeout, so the last writes still run.
   const drainMs = Math.max(1000, job.remainingMs() - DEADLINE_MARGIN_MS / 2);
   let timer;
   const drained = await Promise.race([
@@ -80,11 +161,33 @@ export async function runStream(deps, job) {
     }),
   ]);
   clearTimeout(timer);
-  if (!drained) log('error', 'sender did not drain', { streamId });
-  try {
-    await store.finish(streamId, owner, status, { lastSeq: builder.lastSeq, errorCode });
-  } catch (err) {
-    log('error', 'could not finish the stream record', { streamId, ...errorKind(err) });
+  const claimLost = /** @type {ProducerWatch|null} */ (watch)?.claimLost ?? false;
+  if (!drained || ended === null) {
+    // Not drained, or the terminal frame never stored: stop delivering, then end the
+    // stream after what the store holds (unless someone else ended it).
+    stopped = true;
+    const settled = await Promise.race([
+      inFlight.then(
+        () => true,
+        () => true,
+      ),
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve(false), STOP_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) log('error', 'sender did not drain', { streamId });
+    const endedHere = settled ? await endUndelivered(store, record, log) : null;
+    if (endedHere) {
+      writeFrame(endedHere.frame);
+      status = ERROR;
+    } else if (ended === null) {
+      status = ERROR;
+      // Ended by a reader that took this producer for dead: the client gets its frame.
+      await writeStored(store, record, written, writeFrame, log);
+    } else {
+      status = /** @type {{status: string}} */ (ended).status;
+    }
   }
   log('info', 'stream finished', {
     streamId,
@@ -94,20 +197,51 @@ export async function runStream(deps, job) {
     stored,
     heartbeats: sender.heartbeatsSent,
     deliveryFailures: sender.failures.length,
+    claimLost,
+    dropped,
   });
   return { status, errorCode, lastSeq: builder.lastSeq, failures: sender.failures };
+}
+
+/** @typedef {{claimLost: boolean, keepClaim(): boolean}} ProducerWatch */
+
+/** End a running stream after what is stored; {frame, record} or null if it already ended. */
+async function endUndelivered(store, record, log) {
+  try {
+    const current = await store.get(record.streamId);
+    if (current === null || isTerminal(current) || current.generation !== record.generation) {
+      return null;
+    }
+    return await store.endWithError(current, errorFrame(ABANDONED), ABANDONED.code);
+  } catch (err) {
+    log('error', 'could not end the stream record', { streamId: record.streamId, ...errorKind(err) });
+    return null;
+  }
+}
+
+/** Write the stored frames after ``afterSeq`` up to the terminal one (best effort). */
+async function writeStored(store, record, afterSeq, writeFrame, log) {
+  try {
+    for (const frame of await store.framesAfter(record, afterSeq, 1000)) {
+      writeFrame(frame);
+      if (TERMINAL_TYPES.has(frame.type)) return;
+    }
+  } catch (err) {
+    log('warn', 'could not read the stored end', { streamId: record.streamId, ...errorKind(err) });
+  }
 }
 
 /**
  * Run the model into the sender; returns the status and error code to finish with.
  * @param {ProducerDeps} deps
- * @param {{streamId: string, request: import('./frames.mjs').StartRequest}} job
+ * @param {{streamId: string, workerId: string, request: import('./frames.mjs').StartRequest}} job
  * @param {import('./sender.mjs').OrderedSender | import('./sender.mjs').PerTokenSender} sender
  * @param {() => number} now
  * @param {number} deadlineAt
+ * @param {(watch: CancelWatch) => void} onWatch
  * @returns {Promise<{status: string, errorCode: string|null}>}
  */
-async function produce(deps, job, sender, now, deadlineAt) {
+async function produce(deps, job, sender, now, deadlineAt, onWatch) {
   const { settings, store, model, log } = deps;
   const { streamId } = job;
   sender.sendFrame((b) => b.start(settings.modelId));
@@ -120,7 +254,9 @@ async function produce(deps, job, sender, now, deadlineAt) {
     // Abort the Bedrock request itself: leaving the loop alone would keep it generating.
     onCancel: () => stream?.close(),
     onError: (err) => log('warn', 'cancel flag read failed', { streamId, ...errorKind(err) }),
+    claim: { workerId: job.workerId, leaseS: settings.claimLeaseS },
   });
+  onWatch(watch);
   let stopReason = 'end_turn';
   /** @type {Record<string, number>|null} */
   let usage = null;

@@ -13,6 +13,10 @@
  * goes on with the next frames, so a ``deliver`` that writes to the response and
  * the store keeps storing after the client is gone.
  *
+ * What the ordered sender decides (coalesce, flush, drain before a control frame, a
+ * heartbeat after silence, stop) is ``SenderCore``, a pure object fed items and times,
+ * the same as chalicelib/sender.py SenderCore; both are held to tests/vectors/sender.json.
+ *
  * ``PerTokenSender`` is the baseline the benchmark measures this design against
  * (``SENDER_MODE=per_token``): the same interface, but every model token is its own
  * frame and ``sendText`` resolves once it was delivered; the producer awaits it, so
@@ -28,7 +32,79 @@ import { FlushPolicy } from './flush.mjs';
 /** @typedef {(frame: Frame) => (void|Promise<void>)} Deliver */
 /** @typedef {{frame: Frame|null, error: unknown}} DeliveryFailure */
 
-const CLOSE = Symbol('close');
+/** The item that ends a sender's queue. */
+export const CLOSE = Symbol('close');
+
+/**
+ * @typedef {{kind: 'delta', text: string} | {kind: 'control', item: any} | {kind: 'heartbeat'}} Decision
+ */
+
+/**
+ * The ordered sender's decisions, without timers, clocks or I/O.
+ *
+ * ``step(items, nowMs)`` takes what was queued since the last step (texts, control
+ * items, CLOSE) and returns what to send now, in order: text coalesced by the flush
+ * policy; pending text drained before a control frame and before CLOSE; after
+ * ``heartbeatMs`` with nothing sent, a heartbeat. ``waitMs(nowMs)`` is how long the
+ * sender may wait for new items before the next step is due.
+ */
+export class SenderCore {
+  /** @param {import('./flush.mjs').FlushPolicy} policy @param {number} heartbeatMs @param {number} nowMs */
+  constructor(policy, heartbeatMs, nowMs) {
+    this._policy = policy;
+    this._heartbeatMs = heartbeatMs;
+    this._lastSent = nowMs;
+    this.closed = false;
+  }
+
+  /** A frame left at ``nowMs`` (the sender reports each delivery's start). */
+  sent(/** @type {number} */ nowMs) {
+    this._lastSent = nowMs;
+  }
+
+  waitMs(/** @type {number} */ nowMs) {
+    let wait = this._lastSent + this._heartbeatMs - nowMs;
+    const deadline = this._policy.deadlineMs();
+    if (deadline !== null) wait = Math.min(wait, deadline - nowMs);
+    return Math.max(wait, 0);
+  }
+
+  /** @param {any[]} items @param {number} nowMs @returns {Decision[]} */
+  step(items, nowMs) {
+    if (this.closed) throw new Error('the sender is closed');
+    /** @type {Decision[]} */
+    const out = [];
+    const deltas = (/** @type {string[]} */ chunks) => {
+      for (const text of chunks) out.push({ kind: 'delta', text });
+    };
+    /** @type {string[]} */
+    let text = [];
+    let stopped = false;
+    for (const item of items) {
+      if (typeof item === 'string') {
+        text.push(item);
+        continue;
+      }
+      if (text.length) {
+        deltas(this._policy.add(text.join(''), nowMs));
+        text = [];
+      }
+      deltas(this._policy.drain());
+      if (item === CLOSE) {
+        this.closed = true;
+        stopped = true;
+        break;
+      }
+      out.push({ kind: 'control', item });
+    }
+    if (!stopped) {
+      deltas(text.length ? this._policy.add(text.join(''), nowMs) : this._policy.due(nowMs));
+      if (!out.length && nowMs - this._lastSent >= this._heartbeatMs) out.push({ kind: 'heartbeat' });
+    }
+    if (out.length) this._lastSent = nowMs;
+    return out;
+  }
+}
 
 export class OrderedSender {
   /**
@@ -40,16 +116,14 @@ export class OrderedSender {
   constructor(builder, deliver, policy, options = {}) {
     this._builder = builder;
     this._deliver = deliver;
-    this._policy = policy;
-    this._heartbeatMs = options.heartbeatIntervalMs ?? 15_000;
     this._onFailure = options.onFailure;
     this._now = options.now ?? (() => performance.now());
+    this._core = new SenderCore(policy, options.heartbeatIntervalMs ?? 15_000, this._now());
     /** @type {Array<string | ((b: FrameBuilder) => Frame) | typeof CLOSE>} */
     this._queue = [];
     /** @type {DeliveryFailure[]} */
     this.failures = [];
     this._closed = false;
-    this._lastSent = this._now();
     /** @type {(() => void) | null} */
     this._wake = null;
     /** @type {Promise<void> | null} */
@@ -103,15 +177,6 @@ export class OrderedSender {
 
   // -- the sending loop ----------------------------------------------------------------
 
-  /** Milliseconds until the next flush or heartbeat is due. */
-  _timeoutMs() {
-    const now = this._now();
-    let wait = this._lastSent + this._heartbeatMs - now;
-    const deadline = this._policy.deadlineMs();
-    if (deadline !== null) wait = Math.min(wait, deadline - now);
-    return Math.max(wait, 0);
-  }
-
   /** Until something is queued or ``ms`` pass; the timer is always cleared. */
   _waitForItems(/** @type {number} */ ms) {
     return new Promise((resolve) => {
@@ -127,54 +192,34 @@ export class OrderedSender {
   }
 
   async _run() {
-    for (;;) {
-      if (this._queue.length === 0) await this._waitForItems(this._timeoutMs());
+    while (!this._core.closed) {
+      if (this._queue.length === 0) await this._waitForItems(this._core.waitMs(this._now()));
       // Take everything that piled up during the last delivery, so it leaves
       // coalesced rather than one frame per token.
       const items = this._queue.splice(0);
-      if (await this._process(items)) return;
-    }
-  }
-
-  async _process(items) {
-    /** @type {string[]} */
-    let text = [];
-    for (const item of items) {
-      if (typeof item === 'string') {
-        text.push(item);
-        continue;
+      for (const decision of this._core.step(items, this._now())) {
+        if (decision.kind === 'delta') {
+          await this._emit(this._builder.delta(decision.text));
+        } else if (decision.kind === 'heartbeat') {
+          this.heartbeatsSent += 1;
+          await this._emit(this._builder.heartbeat());
+        } else {
+          let frame;
+          try {
+            frame = decision.item(this._builder);
+          } catch (error) {
+            // A bad control frame must not stop the loop.
+            this._record({ frame: null, error });
+            continue;
+          }
+          await this._emit(frame);
+        }
       }
-      if (text.length) {
-        await this._sendChunks(this._policy.add(text.join(''), this._now()));
-        text = [];
-      }
-      await this._sendChunks(this._policy.drain());
-      if (item === CLOSE) return true;
-      let frame;
-      try {
-        frame = item(this._builder);
-      } catch (error) {
-        // A bad control frame must not stop the loop.
-        this._record({ frame: null, error });
-        continue;
-      }
-      await this._emit(frame);
     }
-    if (text.length) await this._sendChunks(this._policy.add(text.join(''), this._now()));
-    else await this._sendChunks(this._policy.due(this._now()));
-    if (this._now() - this._lastSent >= this._heartbeatMs) {
-      this.heartbeatsSent += 1;
-      await this._emit(this._builder.heartbeat());
-    }
-    return false;
-  }
-
-  async _sendChunks(/** @type {string[]} */ chunks) {
-    for (const chunk of chunks) await this._emit(this._builder.delta(chunk));
   }
 
   async _emit(/** @type {Frame} */ frame) {
-    this._lastSent = this._now();
+    this._core.sent(this._now());
     try {
       await this._deliver(frame);
       this.framesSent += 1;

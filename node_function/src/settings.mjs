@@ -60,6 +60,8 @@ function read(env, entry) {
  * @property {number} defaultMaxTokens
  * @property {number} maxStreamsPerUser
  * @property {number} maxMessages
+ * @property {number} maxFollowersPerStream
+ * @property {number} maxFollowersPerUser
  */
 
 /**
@@ -84,6 +86,7 @@ function read(env, entry) {
  * @property {number} modelThrottleRetries
  * @property {number} modelRetryBaseMs
  * @property {number} modelRetryMaxMs
+ * @property {number} claimLeaseS
  * @property {Limits} limits
  */
 

@@ -404,6 +404,88 @@ describe('GET /?streamId= resumes', () => {
     assert.deepEqual(frames.slice(0, 2).map((f) => f.seq), [0, 1]);
     assert.equal(frames[2].type, 'error');
     assert.ok(Date.now() - started < 5000);
+    // Ended in the store, as a Python reader ends it: one error frame after the stored
+    // ones, the record terminal and the owner's slot freed.
+    assert.deepEqual(frames[2], store.storedFrames(streamId)[2]);
+    assert.equal(frames[2].seq, 2);
+    assert.equal(frames[2].error.code, 'INTERNAL');
+    assert.equal(frames.length, 3);
+    const rec = await store.get(streamId);
+    assert.equal(rec.status, 'error');
+    assert.equal(rec.lastSeq, 2);
+    assert.equal(store.running.get('alice').has(streamId), false);
+  });
+
+  test('frames an earlier stream of the same id left behind are never replayed', T, async () => {
+    const { store, call } = setup({ FLUSH_INTERVAL_MS: '5' });
+    const streamId = randomUUID();
+    await store.create(streamId, 'bob', 'function_url');
+    store.seed(streamId, [...transcript(streamId, 3), { v: 1, streamId, seq: 4, type: 'done', stopReason: 'end_turn' }]);
+    await store.finish(streamId, 'bob', 'done', { lastSeq: 4 });
+    store.expire(streamId); // TTL removed the record; its frames remain
+    await store.create(streamId, 'alice', 'function_url');
+    store.seed(streamId, transcript(streamId, 0));
+    const res = new FakeResponseStream();
+    const following = call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId } }), res);
+    await res.until(() => framesOf(res).length === 1);
+    store.seed(streamId, [{ v: 1, streamId, seq: 1, type: 'done', stopReason: 'end_turn' }]);
+    await following;
+    assert.deepEqual(framesOf(res).map((f) => f.text ?? f.type), ['start', 'done']);
+  });
+
+  test('followers are bounded per stream: 429 TOO_MANY_FOLLOWERS before the SSE starts', T, async () => {
+    const { settings, store, call } = setup({ FLUSH_INTERVAL_MS: '5', MAX_FOLLOWERS_PER_STREAM: '2' });
+    const streamId = randomUUID();
+    await store.create(streamId, 'alice', 'function_url');
+    store.seed(streamId, transcript(streamId, 1));
+    const streams = [new FakeResponseStream(), new FakeResponseStream()];
+    const followers = streams.map((res) => call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId } }), res));
+    await store.until(() => store.followersOf(streamId) === 2);
+    const refused = await call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId } }));
+    assert.equal(refused.res.prelude.statusCode, 429);
+    assert.equal(errorBody(refused.res).code, 'TOO_MANY_FOLLOWERS');
+    // A start re-posted for the same stream follows it too, so it is counted the same way.
+    const again = await call(urlEvent({ token: 'good-alice', body: { prompt: 'p', streamId } }));
+    assert.equal(again.res.prelude.statusCode, 429);
+    assert.equal(errorBody(again.res).code, 'TOO_MANY_FOLLOWERS');
+    // Followers release their slots when they end.
+    store.seed(streamId, [{ v: 1, streamId, seq: 2, type: 'done', stopReason: 'end_turn' }]);
+    await Promise.all(followers);
+    assert.equal(store.followersOf(streamId), 0);
+    assert.equal(store.followersOf('user#alice'), 0);
+    assert.equal(settings.limits.maxFollowersPerStream, 2);
+  });
+
+  test('followers are bounded per user over all streams', T, async () => {
+    const { store, call } = setup({ FLUSH_INTERVAL_MS: '5', MAX_FOLLOWERS_PER_USER: '2' });
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    for (const id of ids) {
+      await store.create(id, 'alice', 'function_url');
+      store.seed(id, transcript(id, 0));
+    }
+    const streams = [new FakeResponseStream(), new FakeResponseStream()];
+    const followers = ids.slice(0, 2).map((id, i) => call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId: id } }), streams[i]));
+    await store.until(() => store.followersOf('user#alice') === 2);
+    const refused = await call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId: ids[2] } }));
+    assert.equal(refused.res.prelude.statusCode, 429);
+    assert.equal(errorBody(refused.res).code, 'TOO_MANY_FOLLOWERS');
+    assert.equal(store.followersOf(ids[2]), 0, 'the per-stream slot taken first is given back');
+    for (const id of ids.slice(0, 2)) store.seed(id, [{ v: 1, streamId: id, seq: 1, type: 'done', stopReason: 'end_turn' }]);
+    await Promise.all(followers);
+  });
+
+  test('a follower renews its slot while it follows', T, async () => {
+    const { store, call } = setup({ FLUSH_INTERVAL_MS: '5', CLAIM_LEASE_S: '0.06' });
+    const streamId = randomUUID();
+    await store.create(streamId, 'alice', 'function_url');
+    store.seed(streamId, transcript(streamId, 0));
+    const res = new FakeResponseStream();
+    const following = call(urlEvent({ method: 'GET', token: 'good-alice', query: { streamId } }), res);
+    await store.until(() => store.followersOf(streamId) === 1);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // three leases
+    assert.equal(store.followersOf(streamId), 1, 'still held: renewed');
+    store.seed(streamId, [{ v: 1, streamId, seq: 1, type: 'done', stopReason: 'end_turn' }]);
+    await following;
   });
 
   test("404 for another user's stream and for an unknown one", T, async () => {
@@ -436,7 +518,7 @@ describe('runStream (the producer)', () => {
     const settings = testSettings({ FLUSH_INTERVAL_MS: '1' });
     const store = new MemoryStore(settings);
     const streamId = randomUUID();
-    await store.create(streamId, 'alice', 'function_url');
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
     const gate = deferred();
     let blocked = 0;
     store.beforeAppend = async (frames) => {
@@ -459,6 +541,8 @@ describe('runStream (the producer)', () => {
       {
         streamId,
         owner: 'alice',
+        record,
+        workerId: 'w1',
         request: { streamId, prompt: 'p', maxTokens: 10 },
         write: (f) => written.push(f),
         remainingMs: () => 60_000,
@@ -481,7 +565,7 @@ describe('runStream (the producer)', () => {
     const settings = testSettings({ SENDER_MODE: 'per_token' });
     const store = new MemoryStore(settings);
     const streamId = randomUUID();
-    await store.create(streamId, 'alice', 'function_url');
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
     const gate = deferred();
     let blocked = 0;
     store.beforeAppend = async (frames) => {
@@ -496,7 +580,7 @@ describe('runStream (the producer)', () => {
     const written = [];
     const done = runStream(
       { settings, store, model, log: silentLog },
-      { streamId, owner: 'alice', request: { streamId, prompt: 'p', maxTokens: 10 }, write: (f) => written.push(f), remainingMs: () => 60_000 },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 10 }, write: (f) => written.push(f), remainingMs: () => 60_000 },
     );
     await store.until(() => blocked === 1);
     // The first token's store write is blocked: the producer waits on it, so the other
@@ -515,13 +599,13 @@ describe('runStream (the producer)', () => {
     const settings = testSettings({ FLUSH_INTERVAL_MS: '10' });
     const store = new MemoryStore(settings);
     const streamId = randomUUID();
-    await store.create(streamId, 'alice', 'function_url');
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
     const model = new ScriptedModel(); // never answers
     const written = [];
     let remaining = 10_050; // 50 ms beyond the 10 s margin
     const result = await runStream(
       { settings, store, model, log: silentLog },
-      { streamId, owner: 'alice', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => written.push(f), remainingMs: () => remaining },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => written.push(f), remainingMs: () => remaining },
     );
     remaining = 0;
     assert.equal(result.status, 'error');
@@ -529,17 +613,124 @@ describe('runStream (the producer)', () => {
     assert.equal(model.streams[0].closed, true);
   });
 
+  test('the slot is free by the time the client sees the terminal frame', T, async () => {
+    const settings = testSettings();
+    const store = new MemoryStore(settings);
+    const streamId = randomUUID();
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
+    const model = new ScriptedModel();
+    model.onOpen = (s) => s.answer(['a', 'b']);
+    const atTerminal = [];
+    await runStream(
+      { settings, store, model, log: silentLog },
+      {
+        streamId,
+        owner: 'alice',
+        record,
+        workerId: 'w1',
+        request: { streamId, prompt: 'p', maxTokens: 1 },
+        write: (f) => {
+          if (f.type === 'done') {
+            atTerminal.push({
+              stored: store.storedFrames(streamId).at(-1)?.type,
+              status: store.streams.get(streamId).status,
+              running: store.running.get('alice').size,
+            });
+          }
+        },
+        remainingMs: () => 60_000,
+      },
+    );
+    assert.deepEqual(atTerminal, [{ stored: 'done', status: 'done', running: 0 }]);
+  });
+
+  test('the claim is renewed as a lease while the model runs', T, async () => {
+    const settings = testSettings({ FLUSH_INTERVAL_MS: '5', CLAIM_LEASE_S: '0.06' });
+    const store = new MemoryStore(settings);
+    const streamId = randomUUID();
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1', leaseS: 0.06 });
+    const model = new ScriptedModel();
+    model.onOpen = (s) => {
+      s.push({ type: 'text', text: 'a' });
+      setTimeout(() => s.answer(['b']), 250);
+    };
+    const result = await runStream(
+      { settings, store, model, log: silentLog },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 1 }, write: () => {}, remainingMs: () => 60_000 },
+    );
+    assert.equal(result.status, 'done');
+    assert.ok(store.calls.renewClaim >= 3, `renewed ${store.calls.renewClaim} times`);
+  });
+
+  test('a claim lost to a reader stops deliveries; the client gets the frame the reader stored', T, async () => {
+    const settings = testSettings({ FLUSH_INTERVAL_MS: '5', CLAIM_LEASE_S: '0.06' });
+    const store = new MemoryStore(settings);
+    const streamId = randomUUID();
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1', leaseS: 0.06 });
+    const model = new ScriptedModel();
+    const written = [];
+    model.onOpen = (s) => {
+      s.push({ type: 'text', text: 'a' });
+      // A reader took this producer for dead (its Lambda was frozen) and ended the stream.
+      store.until(() => written.some((f) => f.type === 'delta')).then(async () => {
+        await store.endWithError(await store.get(streamId), (rec, seq) => ({ v: 1, streamId, seq, type: 'error', error: { code: 'INTERNAL', message: 'gone', retryable: true } }), 'INTERNAL');
+        setTimeout(() => s.answer(['late']), 150);
+      });
+    };
+    const result = await runStream(
+      { settings, store, model, log: silentLog },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => { written.push(f); store.notify(); }, remainingMs: () => 60_000 },
+    );
+    assert.equal(result.status, 'error');
+    const stored = store.storedFrames(streamId);
+    assert.deepEqual(stored.map((f) => f.type), ['start', 'delta', 'error']);
+    assert.deepEqual(written.filter((f) => f.seq !== undefined), stored, 'nothing after the reader\'s frame');
+  });
+
+  test('a sender that cannot drain ends the stream with an error frame after what is stored', T, async () => {
+    const settings = testSettings({ FLUSH_INTERVAL_MS: '1' });
+    const store = new MemoryStore(settings);
+    const streamId = randomUUID();
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
+    store.beforeAppend = async (frames) => {
+      // A store write slower than what is left of the Lambda's time.
+      if (frames[0].type === 'delta') await new Promise((resolve) => setTimeout(resolve, 1500));
+    };
+    const model = new ScriptedModel();
+    let remaining = 11_000;
+    model.onOpen = (s) => {
+      s.answer(['a']);
+      remaining = 6_000; // the drain gets its minimum of 1 s
+    };
+    const written = [];
+    const result = await runStream(
+      { settings, store, model, log: silentLog },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => written.push(f), remainingMs: () => remaining },
+    );
+    assert.equal(result.status, 'error');
+    const rec = await store.get(streamId);
+    assert.equal(rec.status, 'error');
+    const stored = store.storedFrames(streamId);
+    // Ended after what is stored, not finished as done while the sender still ran.
+    assert.deepEqual(stored.map((f) => f.type), ['start', 'delta', 'error']);
+    assert.equal(rec.lastSeq, 2);
+    assert.equal(written.at(-1).type, 'error');
+    assert.deepEqual(written.at(-1), stored.at(-1));
+    assert.equal(written.filter((f) => f.type === 'done').length, 0);
+    assert.equal(store.running.get('alice').size, 0);
+  });
+
   test('END after the model finished is not mistaken for a cancel', T, async () => {
     const settings = testSettings();
     const store = new MemoryStore(settings);
     const streamId = randomUUID();
-    await store.create(streamId, 'alice', 'function_url');
+    const { record } = await store.create(streamId, 'alice', 'function_url', { claimedBy: 'w1' });
     const model = new ScriptedModel();
     model.onOpen = (s) => s.push({ type: 'text', text: 'x' }, { type: 'stop', stopReason: 'max_tokens' }, END);
     const written = [];
     await runStream(
       { settings, store, model, log: silentLog },
-      { streamId, owner: 'alice', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => written.push(f), remainingMs: () => 60_000 },
+      { streamId, owner: 'alice', record, workerId: 'w1', request: { streamId, prompt: 'p', maxTokens: 1 }, write: (f) => written.push(f), remainingMs: () => 60_000 },
     );
     assert.equal(written.at(-1).stopReason, 'max_tokens');
   });

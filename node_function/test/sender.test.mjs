@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 
 import { FlushPolicy } from '../src/flush.mjs';
 import { FrameBuilder, validateFrame } from '../src/frames.mjs';
-import { createSender, OrderedSender, PerTokenSender } from '../src/sender.mjs';
+import { CLOSE, createSender, OrderedSender, PerTokenSender, SenderCore } from '../src/sender.mjs';
 import { loadSettings, SettingsError } from '../src/settings.mjs';
 import { deferred, Waitable } from '../testing/fakes.mjs';
 
@@ -231,4 +231,21 @@ test('createSender picks the sender of the mode; an unknown mode is an error', (
   assert.ok(createSender('coalesce', new FrameBuilder('s'), () => {}, options) instanceof OrderedSender);
   assert.ok(createSender('per_token', new FrameBuilder('s'), () => {}, options) instanceof PerTokenSender);
   assert.throws(() => createSender('batch', new FrameBuilder('s'), () => {}, options), /unknown sender mode "batch"/);
+});
+
+// -- the ordered sender's decision core (shared with chalicelib/sender.py) ---------------------
+
+describe('sender.json: ordered', () => {
+  const item = (d) => ('text' in d ? d.text : d.close ? CLOSE : { frame: d.frame }); // a control item
+  const decision = (d) => (d.kind === 'delta' ? { delta: d.text } : d.kind === 'heartbeat' ? { heartbeat: true } : { frame: d.item.frame });
+  for (const c of senderVectors.ordered) {
+    test(c.name, () => {
+      const core = new SenderCore(new FlushPolicy(c.intervalMs, c.maxChars), c.heartbeatMs, 0);
+      for (const step of c.steps) {
+        assert.deepEqual(core.step(step.items.map(item), step.t).map(decision), step.out, JSON.stringify(step));
+        assert.equal(core.closed, step.closed ?? false);
+        if (!core.closed) assert.ok(Math.abs(core.waitMs(step.t) - step.waitMs) < 1e-6, JSON.stringify(step));
+      }
+    });
+  }
 });

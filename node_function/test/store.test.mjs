@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 
 import { loadSettings } from '../src/settings.mjs';
-import { CancelWatch, StreamStore } from '../src/store.mjs';
+import { CancelWatch, ClaimLost, StreamStore } from '../src/store.mjs';
 import { deferred } from '../testing/fakes.mjs';
 import { runPython, startMoto } from '../testing/python.mjs';
 
@@ -45,6 +45,26 @@ elif op == "running":
 elif op == "create":
     rec, created = store.create(args["id"], args["owner"], args["transport"])
     out = created
+elif op == "create_record":
+    rec, created = store.create(args["id"], args["owner"], args["transport"])
+    out = dataclasses.asdict(rec)
+elif op == "append":
+    store.append_frames(args["id"], args["frames"])
+    out = True
+elif op == "finish":
+    out = store.finish(args["id"], args["owner"], args["status"], last_seq=args["lastSeq"]) is not None
+elif op == "claim":
+    rec = store.claim(args["id"], args["worker"], args["lease"])
+    out = rec is not None
+elif op == "follow":
+    from chalicelib.errors import StreamError
+    try:
+        store.acquire_follower(args["owner"], args["id"], args["follower"], args["lease"])
+        out = "ok"
+    except StreamError as err:
+        out = err.code.value
+elif op == "followers":
+    out = store.followers_of(stream_id=args["id"]) if "id" in args else store.followers_of(args["owner"])
 print(json.dumps(out))
 `;
 
@@ -131,8 +151,8 @@ describe('StreamStore on DynamoDB (moto), read and written by the Python store t
     watch.poke();
     await cancelled.promise;
     assert.equal(watch.cancelled, true);
-    assert.equal(await store.finish(id, 'carol', 'cancelled', { lastSeq: 3 }), true);
-    assert.equal(await store.finish(id, 'carol', 'done', { lastSeq: 3 }), false, 'only the first finish counts');
+    assert.equal((await store.finish(id, 'carol', 'cancelled', { lastSeq: 3 }))?.status, 'cancelled');
+    assert.equal(await store.finish(id, 'carol', 'done', { lastSeq: 3 }), null, 'only the first finish counts');
     const seen = await py({ op: 'get', id });
     assert.equal(seen.status, 'cancelled');
     assert.equal(seen.last_seq, 3);
@@ -201,5 +221,103 @@ describe('StreamStore on DynamoDB (moto), read and written by the Python store t
     await assert.rejects(store.getOwned(id, 'mallory'), (err) => err.code === 'NOT_FOUND');
     assert.equal((await store.getOwned(id, 'frank')).streamId, id);
     await store.finish(id, 'frank', 'done', { lastSeq: -1 });
+  });
+
+  test('each creation of an id is a new generation: frames of an earlier one are never read', T, async () => {
+    const id = randomUUID();
+    const first = await store.create(id, 'hana', 'function_url');
+    const old = [0, 1, 2].map((seq) => ({ v: 1, streamId: id, seq, type: seq ? 'delta' : 'start', ...(seq ? { text: `old ${seq}` } : { model: 'm' }) }));
+    await store.appendFrames(first.record, old);
+    await store.finish(id, 'hana', 'done', { lastSeq: 2 });
+    // TTL deletes the record (frames outlive it); another user takes the id.
+    await client.send(new DeleteItemCommand({ TableName: settings.streamsTable, Key: { pk: { S: `stream#${id}` } } }));
+    const second = await store.create(id, 'ivan', 'function_url');
+    assert.notEqual(second.record.generation, first.record.generation);
+    assert.deepEqual(await store.framesAfter(second.record, -1), []);
+    assert.deepEqual(await store.framesAfter(id, -1), []);
+    assert.deepEqual(await py({ op: 'frames', id, after: -1 }), [], 'the Python store reads by generation too');
+    const fresh = { v: 1, streamId: id, seq: 0, type: 'start', model: 'm' };
+    await py({ op: 'append', id, frames: [fresh] });
+    assert.deepEqual(await store.framesAfter(id, -1), [fresh], 'Python writes under the same key');
+    assert.equal((await py({ op: 'get', id })).generation, second.record.generation);
+    await store.finish(id, 'ivan', 'done', { lastSeq: 0 });
+  });
+
+  test('an expired record is replaced by a new generation on create', T, async () => {
+    const id = randomUUID();
+    await store.create(id, 'jay', 'function_url');
+    await client.send(
+      new UpdateItemCommand({
+        TableName: settings.streamsTable,
+        Key: { pk: { S: `stream#${id}` } },
+        UpdateExpression: 'SET expiresAt = :past',
+        ExpressionAttributeValues: { ':past': { N: String(Math.trunc(Date.now() / 1000) - 10) } },
+      }),
+    );
+    const again = await py({ op: 'create_record', id, owner: 'kim', transport: 'websocket' });
+    assert.equal(again.owner, 'kim');
+    assert.equal((await store.get(id)).generation, again.generation);
+  });
+
+  test('follower slots are bounded per stream and per user, on both sides', T, async () => {
+    const owner = `lena-${randomUUID()}`;
+    const a = randomUUID();
+    const b = randomUUID();
+    await store.create(a, owner, 'function_url');
+    await py({ op: 'create', id: b, owner, transport: 'websocket' });
+    const perStream = settings.limits.maxFollowersPerStream;
+    for (let i = 0; i < perStream; i += 1) await store.acquireFollower(owner, a, `fa${i}`, 30);
+    await assert.rejects(store.acquireFollower(owner, a, 'fa-extra', 30), (err) => err.code === 'TOO_MANY_FOLLOWERS' && err.httpStatus === 429);
+    // A finished stream can still be followed (a resume replays it); it frees its running slot.
+    await store.finish(a, owner, 'done', { lastSeq: -1 });
+    assert.equal(await py({ op: 'follow', owner, id: a, follower: 'py-extra', lease: 30 }), 'TOO_MANY_FOLLOWERS');
+    assert.equal(await py({ op: 'followers', id: a }), perStream);
+    const perUser = settings.limits.maxFollowersPerUser;
+    const c = randomUUID();
+    await store.create(c, owner, 'function_url');
+    for (let i = perStream; i < perUser; i += 1) {
+      const id = i < perStream + 3 ? b : c;
+      assert.equal(await py({ op: 'follow', owner, id, follower: `fb${i}`, lease: 30 }), 'ok');
+    }
+    await assert.rejects(
+      store.acquireFollower(owner, c, 'fc-extra', 30),
+      (err) => err.code === 'TOO_MANY_FOLLOWERS' && err.message.includes('MAX_FOLLOWERS_PER_USER'),
+    );
+    assert.equal(await py({ op: 'followers', owner }), perUser);
+    await store.releaseFollower(owner, a, 'fa0');
+    await store.acquireFollower(owner, c, 'fb-after-release', 30);
+    assert.equal(await store.renewFollower(owner, c, 'fb-after-release', 30), true);
+    assert.equal(await store.renewFollower(owner, c, 'never-held', 30), false);
+  });
+
+  test('a follower slot whose lease lapsed (its Lambda died) is taken over', T, async () => {
+    const owner = `mia-${randomUUID()}`;
+    const id = randomUUID();
+    await store.create(id, owner, 'function_url');
+    for (let i = 0; i < settings.limits.maxFollowersPerStream; i += 1) await store.acquireFollower(owner, id, `dead${i}`, 0.05);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await store.acquireFollower(owner, id, 'alive', 30);
+    assert.equal(await py({ op: 'followers', id }), 1);
+  });
+
+  test('a stream created claimed renews its lease; a reader ends it once the lease lapsed', T, async () => {
+    const owner = `nina-${randomUUID()}`;
+    const id = randomUUID();
+    const { record } = await store.create(id, owner, 'function_url', { claimedBy: 'req-1', leaseS: 30 });
+    const seen = await py({ op: 'get', id });
+    assert.equal(seen.claimed_by, 'req-1');
+    assert.ok(seen.lease_until > Date.now() / 1000);
+    assert.equal(await py({ op: 'claim', id, worker: 'py-worker', lease: 30 }), false, 'claimed already');
+    assert.equal(await store.renewClaim(id, 'req-1', 0.2), false); // renewed, no cancel
+    await store.appendFrames(record, [{ v: 1, streamId: id, seq: 0, type: 'start', model: 'm' }]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const lapsed = await store.get(id);
+    assert.equal(store.abandoned(lapsed), true, JSON.stringify(lapsed));
+    const ended = await store.endIfAbandoned(lapsed, (rec, seq) => ({ v: 1, streamId: rec.streamId, seq, type: 'error', error: { code: 'INTERNAL', message: 'x', retryable: true } }), 'INTERNAL');
+    assert.equal(ended.status, 'error');
+    assert.equal(ended.lastSeq, 1);
+    assert.deepEqual((await py({ op: 'frames', id, after: -1 })).map((f) => f.type), ['start', 'error']);
+    await assert.rejects(store.renewClaim(id, 'req-1', 30), (err) => err instanceof ClaimLost);
+    assert.equal(await py({ op: 'running', owner }), 0);
   });
 });

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { END } from '../src/bedrock.mjs';
 import { ErrorCode, StreamError } from '../src/errors.mjs';
 import { loadSettings } from '../src/settings.mjs';
-import { TERMINAL_STATUSES } from '../src/store.mjs';
+import { ClaimLost, claimLapsed, framesKey, newGeneration, STALE_AFTER_S, TERMINAL_STATUSES } from '../src/store.mjs';
 
 /** Settings with test-friendly values on top of the defaults. */
 export function testSettings(env = {}) {
@@ -47,23 +47,29 @@ export class Waitable {
   }
 }
 
-/** The StreamStore interface in memory, with the same rules (cap, owners, NOT_FOUND). */
+/**
+ * The StreamStore interface in memory, with the same rules (cap, owners, NOT_FOUND,
+ * generations, claims, follower slots).
+ */
 export class MemoryStore extends Waitable {
   constructor(settings = testSettings()) {
     super();
     this.settings = settings;
     /** @type {Map<string, any>} */
     this.streams = new Map();
-    /** @type {Map<string, any[]>} */
+    /** @type {Map<string, any[]>} frames by frames key */
     this.frames = new Map();
     /** @type {Map<string, Set<string>>} */
     this.running = new Map();
-    this.calls = { create: 0, appendFrames: 0, isCancelRequested: 0, finish: 0, framesAfter: 0 };
+    /** @type {Map<string, Map<string, number>>} follower slots by stream id and by `user#owner` */
+    this.followers = new Map();
+    this.calls = { create: 0, appendFrames: 0, isCancelRequested: 0, renewClaim: 0, finish: 0, framesAfter: 0 };
     /** @type {((frames: any[]) => Promise<void>|void)|null} runs before each append */
     this.beforeAppend = null;
+    this.now = () => Date.now() / 1000;
   }
 
-  async create(streamId, owner, transport, { model } = {}) {
+  async create(streamId, owner, transport, { model, claimedBy, leaseS } = {}) {
     this.calls.create += 1;
     const existing = this.streams.get(streamId);
     if (existing) {
@@ -80,9 +86,10 @@ export class MemoryStore extends Waitable {
         `At most ${cap} streams may run at once per user; wait for one to finish or cancel one.`,
       );
     }
-    const now = Date.now() / 1000;
+    const now = this.now();
     const record = {
       streamId,
+      generation: newGeneration(),
       owner,
       status: 'running',
       transport,
@@ -93,14 +100,21 @@ export class MemoryStore extends Waitable {
       model: model ?? null,
       lastSeq: null,
       errorCode: null,
-      claimedBy: null,
-      leaseUntil: null,
+      claimedBy: claimedBy ?? null,
+      leaseUntil: claimedBy ? now + (leaseS ?? this.settings.claimLeaseS) : null,
+      connectionId: null,
+      deliveredSeq: null,
     };
     this.streams.set(streamId, record);
     set.add(streamId);
     this.running.set(owner, set);
     this.notify();
     return { record: { ...record }, created: true };
+  }
+
+  /** Forget a stream's record, as TTL deletion does (its frames stay). */
+  expire(streamId) {
+    this.streams.delete(streamId);
   }
 
   async get(streamId) {
@@ -119,49 +133,147 @@ export class MemoryStore extends Waitable {
     return Boolean(this.streams.get(streamId)?.cancelRequested);
   }
 
+  async renewClaim(streamId, workerId, leaseS) {
+    this.calls.renewClaim += 1;
+    const rec = this.streams.get(streamId);
+    if (!rec || rec.claimedBy !== workerId || rec.status !== 'running') throw new ClaimLost(streamId);
+    rec.leaseUntil = this.now() + leaseS;
+    return Boolean(rec.cancelRequested);
+  }
+
   requestCancel(streamId) {
     this.streams.get(streamId).cancelRequested = true;
   }
 
-  async appendFrames(streamId, frames) {
+  /** The frames key of a ref (or the current generation of an id). */
+  _key(stream) {
+    if (typeof stream !== 'string') return framesKey(stream);
+    const rec = this.streams.get(stream);
+    return rec ? framesKey(rec) : stream;
+  }
+
+  async appendFrames(stream, frames) {
     this.calls.appendFrames += 1;
     if (this.beforeAppend) await this.beforeAppend(frames);
-    const list = this.frames.get(streamId) ?? [];
+    const key = this._key(stream);
+    const list = (this.frames.get(key) ?? []).filter((f) => !frames.some((n) => n.seq === f.seq));
     for (const f of frames) if (typeof f.seq === 'number') list.push(JSON.parse(JSON.stringify(f)));
-    this.frames.set(streamId, list);
+    list.sort((a, b) => a.seq - b.seq);
+    this.frames.set(key, list);
     this.notify();
   }
 
-  /** Put frames directly (a stream produced elsewhere). */
+  /** Put frames directly (a stream produced elsewhere), under its current generation. */
   seed(streamId, frames) {
-    const list = this.frames.get(streamId) ?? [];
+    const key = this._key(streamId);
+    const list = this.frames.get(key) ?? [];
     list.push(...frames);
-    this.frames.set(streamId, list);
+    this.frames.set(key, list);
     this.notify();
   }
 
-  async framesAfter(streamId, afterSeq, limit = 1000) {
+  async framesAfter(stream, afterSeq, limit = 1000) {
     this.calls.framesAfter += 1;
     this.notify();
-    return (this.frames.get(streamId) ?? []).filter((f) => f.seq > afterSeq).slice(0, limit);
+    return (this.frames.get(this._key(stream)) ?? []).filter((f) => f.seq > afterSeq).slice(0, limit);
   }
 
-  async finish(streamId, owner, status, { lastSeq, errorCode }) {
+  async lastStoredSeq(stream) {
+    const list = this.frames.get(this._key(stream)) ?? [];
+    return list.length ? list[list.length - 1].seq : -1;
+  }
+
+  async finish(streamId, owner, status, { lastSeq, errorCode, generation }) {
     this.calls.finish += 1;
     if (!TERMINAL_STATUSES.has(status)) throw new RangeError(status);
     const rec = this.streams.get(streamId);
-    let finished = false;
-    if (rec && rec.status === 'running') {
-      Object.assign(rec, { status, lastSeq, errorCode: errorCode ?? null, updatedAt: Date.now() / 1000 });
-      finished = true;
+    let finished = null;
+    if (rec && rec.status === 'running' && (!generation || rec.generation === generation)) {
+      Object.assign(rec, { status, lastSeq, deliveredSeq: lastSeq, errorCode: errorCode ?? null, updatedAt: this.now() });
+      finished = { ...rec };
     }
     this.running.get(owner)?.delete(streamId);
     this.notify();
     return finished;
   }
 
+  async endWithError(record, errorFrame, errorCode) {
+    const seq = (await this.lastStoredSeq(record)) + 1;
+    const finished = await this.finish(record.streamId, record.owner, 'error', {
+      lastSeq: seq,
+      errorCode,
+      generation: record.generation,
+    });
+    if (finished === null) return null;
+    const frame = errorFrame(record, seq);
+    await this.appendFrames(record, [frame]);
+    return { frame, record: finished };
+  }
+
+  abandoned(record) {
+    if (TERMINAL_STATUSES.has(record.status)) return false;
+    const now = this.now();
+    return now - record.updatedAt > STALE_AFTER_S || claimLapsed(record, now);
+  }
+
+  async endIfAbandoned(record, errorFrame, errorCode) {
+    if (!this.abandoned(record)) return record;
+    await this.endWithError(record, errorFrame, errorCode);
+    return (await this.get(record.streamId)) ?? record;
+  }
+
+  _slots(key) {
+    const slots = this.followers.get(key) ?? new Map();
+    this.followers.set(key, slots);
+    return slots;
+  }
+
+  _take(key, followerId, until, cap) {
+    const slots = this._slots(key);
+    const now = this.now();
+    for (const [id, end] of slots) if (end < now) slots.delete(id);
+    if (slots.size >= cap && !slots.has(followerId)) return false;
+    slots.set(followerId, until);
+    return true;
+  }
+
+  async acquireFollower(owner, streamId, followerId, leaseS) {
+    const { maxFollowersPerStream, maxFollowersPerUser } = this.settings.limits;
+    const until = this.now() + leaseS;
+    if (!this._take(streamId, followerId, until, maxFollowersPerStream)) {
+      throw new StreamError(ErrorCode.TOO_MANY_FOLLOWERS, `At most ${maxFollowersPerStream} readers may follow one stream at once.`);
+    }
+    if (!this._take(`user#${owner}`, followerId, until, maxFollowersPerUser)) {
+      this._slots(streamId).delete(followerId);
+      throw new StreamError(ErrorCode.TOO_MANY_FOLLOWERS, `At most ${maxFollowersPerUser} streams may be followed at once per user.`);
+    }
+    this.notify();
+  }
+
+  async renewFollower(owner, streamId, followerId, leaseS) {
+    let held = true;
+    for (const key of [streamId, `user#${owner}`]) {
+      const slots = this._slots(key);
+      if (slots.has(followerId)) slots.set(followerId, this.now() + leaseS);
+      else held = false;
+    }
+    return held;
+  }
+
+  async releaseFollower(owner, streamId, followerId) {
+    this._slots(streamId).delete(followerId);
+    this._slots(`user#${owner}`).delete(followerId);
+    this.notify();
+  }
+
+  /** Live follower slots of a stream (or, with ``user#<owner>``, of a user). */
+  followersOf(key) {
+    const now = this.now();
+    return [...this._slots(key).values()].filter((end) => end >= now).length;
+  }
+
   storedFrames(streamId) {
-    return this.frames.get(streamId) ?? [];
+    return this.frames.get(this._key(streamId)) ?? [];
   }
 }
 

@@ -317,3 +317,45 @@ def test_a_crashed_synchronous_invocation_is_a_runtime_exit_error(lambdas, spinn
     body = json.loads(resp["Payload"].read())
     assert body["errorType"] == "Runtime.ExitError"
     assert "Runtime exited with error" in body["errorMessage"]
+
+
+# -- on-failure destinations of Event invocations ----------------------------------------
+
+
+@pytest.fixture
+def with_destination() -> Iterator[LocalLambdas]:
+    fired.clear()
+    fired_event.clear()
+    local = LocalLambdas(app, on_failure={"boom": "fire", "spin": "fire", "echo": "fire"})
+    yield local
+    local.close()
+
+
+def test_a_failed_event_invocation_invokes_its_destination_with_lambdas_record(with_destination):
+    with_destination.invoke_async("boom", {"streamId": "s-1", "owner": "o"}, request_id="req-1")
+    assert fired_event.wait(5)
+    record = fired["event"]
+    assert record["version"] == "1.0"
+    assert record["requestPayload"] == {"streamId": "s-1", "owner": "o"}
+    context = record["requestContext"]
+    assert context["requestId"] == "req-1"
+    assert context["condition"] == "RetriesExhausted"
+    assert context["approximateInvokeCount"] == 1
+    assert context["functionArn"].endswith(":function:boom:$LATEST")
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "ValueError"
+
+
+def test_a_crashed_event_invocation_invokes_its_destination(with_destination, spinner):
+    with_destination.invoke_async("spin", {"n": 1})
+    assert spinner.started.wait(5)
+    assert with_destination.crash("spin") == 1
+    assert fired_event.wait(5)
+    assert fired["event"]["requestPayload"] == {"n": 1}
+    assert fired["event"]["responsePayload"]["errorType"] == "Runtime.ExitError"
+
+
+def test_a_successful_event_invocation_invokes_no_destination(with_destination):
+    with_destination.invoke_async("echo", {"ok": True})
+    assert with_destination.close(5)
+    assert not fired_event.is_set()

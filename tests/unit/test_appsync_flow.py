@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from chalicelib import appsync_flow
 from chalicelib.appsync_publish import PublishError
+from chalicelib.endings import end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import validate_frame
 from chalicelib.settings import Settings
@@ -424,7 +425,7 @@ def test_a_lost_claim_is_noticed_at_the_next_renewal(settings, store, resolver, 
     watch = CancelWatch(store, sid, 0.01, clock=ticks, claim=("w1", 30.0))
     ticks.now = 10.0
     assert watch.cancelled() is False and watch.claim_lost is False  # renewed
-    store.end_with_error(store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
+    end_with_error(store, store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
     ticks.now = 20.0
     assert watch.cancelled() is True and watch.claim_lost is True
 
@@ -434,16 +435,15 @@ def test_after_a_lost_claim_nothing_more_is_stored_or_published(
 ):
     message = queue_stream(resolver, queued)
     sid = message["streamId"]
-    job = appsync_flow.parse_job(json.dumps(message))
-    delivery = appsync_flow.AppSyncDelivery(store, publisher, job)
-    delivery.watch = CancelWatch(store, sid, 0.01)
+    delivery = appsync_flow.AppSyncDelivery(store, publisher, store.get(sid))
+    delivery.guard.watch = CancelWatch(store, sid, 0.01)
     delivery({"v": 1, "streamId": sid, "seq": 0, "type": "start", "model": "m"})
-    error = store.end_with_error(store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
-    delivery.watch.claim_lost = True
+    error, _ = end_with_error(store, store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
+    delivery.guard.watch.claim_lost = True
     delivery({"v": 1, "streamId": sid, "seq": 1, "type": "delta", "text": "late"})
     assert store.frames_after(sid, -1)[-1] == error
     assert [f["seq"] for f in publisher.frames] == [0]
-    assert delivery.dropped == 1
+    assert delivery.guard.dropped == 1
 
 
 @pytest.mark.parametrize(
@@ -486,9 +486,77 @@ def test_a_publisher_still_blocked_at_the_deadline_ends_the_stream_after_what_is
     deps = appsync_flow.WorkerDeps(
         settings, store, slow, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
     )
-    assert appsync_flow.process_record(sqs_record(message), deps) == "error"
+    status = appsync_flow.process_record(sqs_record(message), deps)
     stored = store.frames_after(sid, -1)
     assert [f["seq"] for f in stored] == list(range(len(stored)))
-    assert stored[-1]["type"] == "error" and store.get(sid).last_seq == stored[-1]["seq"]
+    # One terminal frame, the last (the done frame if it was stored before the stop).
+    assert [f for f in stored if f["type"] in ("done", "error")] == [stored[-1]]
+    assert status == ("error" if stored[-1]["type"] == "error" else "done")
+    assert store.get(sid).last_seq == stored[-1]["seq"]
     assert publisher.frames[-1] == stored[-1]  # the subscriber is told too
     assert store.running_count("alice") == 0
+
+
+# -- the slot, follower bounds, generations --------------------------------------------------
+
+
+def test_the_slot_is_free_when_the_terminal_frame_is_published(settings, store, resolver, queued):
+    message = queue_stream(resolver, queued)
+    seen: list[tuple[str, int]] = []
+
+    def publish(stream_id: str, owner: str, frames: Any) -> None:
+        if frames[-1]["type"] == "done":
+            seen.append((store.get(stream_id).status, store.running_count(owner)))
+
+    deps = appsync_flow.WorkerDeps(settings, store, publish, FakeStreamer(answer("a")))
+    assert appsync_flow.process_record(sqs_record(message), deps) == "done"
+    assert seen == [("done", 0)]
+
+
+def read_frames(resolver, sid: str, after: Any = -1) -> dict[str, Any]:
+    return appsync_flow.resolve(
+        {
+            "field": "streamFrames",
+            "arguments": {"streamId": sid, "afterSeq": after},
+            "identity": ALICE,
+        },
+        resolver,
+    )
+
+
+def test_stream_frames_past_the_follower_bound_is_too_many_followers(settings, resolver, store):
+    sid = str(uuid.uuid4())
+    start(resolver, streamId=sid)
+    for n in range(settings.limits.max_followers_per_stream):
+        store.acquire_follower(ALICE["sub"], sid, f"held-{n}", 30)
+    error = read_frames(resolver, sid)["error"]
+    assert error["code"] == "TOO_MANY_FOLLOWERS" and error["retryable"] is True
+    store.release_follower(ALICE["sub"], sid, "held-0")
+    assert "data" in read_frames(resolver, sid)
+    assert store.followers_of(stream_id=sid) == settings.limits.max_followers_per_stream - 1
+
+
+def test_stream_frames_never_returns_an_earlier_generations_frames(resolver, store, settings):
+    sid = str(uuid.uuid4())
+    start(resolver, streamId=sid)
+    old = store.get(sid)
+    store.append_frames(old, [{"v": 1, "streamId": sid, "seq": 0, "type": "start", "model": "m"}])
+    store.finish(sid, ALICE["sub"], "done", last_seq=0)
+    store.client.delete_item(
+        TableName=settings.streams_table, Key={"pk": {"S": f"stream#{sid}"}}
+    )  # TTL
+    start(resolver, identity=BOB, streamId=sid)
+    bob_read = appsync_flow.resolve(
+        {"field": "streamFrames", "arguments": {"streamId": sid}, "identity": BOB}, resolver
+    )
+    assert bob_read["data"]["frames"] == []
+
+
+def test_a_job_for_another_generation_of_its_id_is_acknowledged(
+    settings, store, resolver, queued, publisher
+):
+    message = queue_stream(resolver, queued)
+    stale = {**message, "generation": "0" * 16}
+    deps = worker(settings, store, publisher, FakeStreamer(answer("x")))
+    assert appsync_flow.process_record(sqs_record(stale), deps) == "missing"
+    assert publisher.frames == []

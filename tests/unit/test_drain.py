@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.drain import DeliveryGuard, drain_timeout_s, end_undelivered
+from chalicelib.endings import end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import FrameBuilder
 from chalicelib.settings import Settings
@@ -67,7 +68,7 @@ def test_a_guard_keeps_the_claim_and_drops_once_it_is_lost(store):
     before = store.get(sid).lease_until
     assert guard.run(lambda: None)
     assert store.get(sid).lease_until > before
-    store.end_with_error(store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
+    end_with_error(store, store.get(sid), StreamError(ErrorCode.INTERNAL, "taken over"))
     ticks[0] = 22.0
     assert not guard.run(lambda: None) and guard.dropped == 1
 
@@ -78,8 +79,10 @@ def test_an_undelivered_stream_ends_after_what_the_store_holds(store):
     b = FrameBuilder(sid)
     store.append_frames(sid, [b.start("m"), b.delta("stored")])
     b.delta("built, never stored")
-    frame = end_undelivered(store, sid, DeliveryGuard())
-    assert frame is not None and frame["seq"] == 2 and frame["error"]["retryable"] is True
+    ended = end_undelivered(store, sid, DeliveryGuard())
+    assert ended is not None
+    frame, _ = ended
+    assert frame["seq"] == 2 and frame["error"]["retryable"] is True
     record = store.get(sid)
     assert (record.status, record.last_seq) == ("error", 2)
     assert [f["seq"] for f in store.frames_after(sid, -1)] == [0, 1, 2]

@@ -8,7 +8,7 @@ import pytest
 from chalicelib.flush import FlushPolicy
 from chalicelib.frames import FrameBuilder, max_text_chars, validate_frame
 from chalicelib.producer import coalescing_sender, produce
-from chalicelib.sender import OrderedSender, PerTokenSender
+from chalicelib.sender import CLOSE, OrderedSender, PerTokenSender, SenderCore
 from chalicelib.settings import Settings
 from tests.support.fake_model import FakeModelStream, FakeStreamer, answer
 
@@ -428,3 +428,36 @@ def test_reads_of_the_cancel_flag_are_spaced_while_events_trickle_in():
     # Events keep coming for the whole half interval after a check; only then the next
     # check: not one check (one flag read) per event.
     assert watch.checks < len(tokens) / 10
+
+
+# -- the ordered sender's decision core (shared vectors) ------------------------------------
+
+
+def _core_item(d: dict) -> object:
+    if "text" in d:
+        return d["text"]
+    if d.get("close"):
+        return CLOSE
+    return ("frame", d["frame"])  # a control item: anything that is not text
+
+
+def _decision(kind: str, value: object) -> dict:
+    if kind == "delta":
+        return {"delta": value}
+    if kind == "heartbeat":
+        return {"heartbeat": True}
+    return {"frame": value[1]}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("case", VECTORS["ordered"], ids=lambda c: c["name"])
+def test_ordered_sender_decision_vector(case):
+    core = SenderCore(
+        FlushPolicy(case["intervalMs"], case["maxChars"]), case["heartbeatMs"] / 1000, 0
+    )
+    for step in case["steps"]:
+        now = step["t"] / 1000
+        got = [_decision(k, v) for k, v in core.step([_core_item(d) for d in step["items"]], now)]
+        assert got == step["out"], step
+        assert core.closed == step.get("closed", False)
+        if not core.closed:
+            assert core.wait_s(now) * 1000 == pytest.approx(step["waitMs"]), step

@@ -4,10 +4,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.endings import end_if_abandoned
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import FrameBuilder
 from chalicelib.settings import Limits, Settings
-from chalicelib.stream_store import STALE_AFTER_S, CancelWatch, StreamStore
+from chalicelib.stream_store import STALE_AFTER_S, CancelWatch, StreamRef, StreamStore
 from local.provision import create_tables
 
 
@@ -136,6 +137,7 @@ def test_a_finished_or_missing_stream_cannot_be_claimed(store):
 
 def test_frames_are_read_back_in_order_after_a_seq(store):
     s = sid()
+    store.create(s, "alice", "websocket")
     b = FrameBuilder(s)
     frames = [b.start("m")] + [b.delta(f"t{i}") for i in range(60)] + [b.done("end_turn")]
     store.append_frames(s, frames[:30])
@@ -148,6 +150,7 @@ def test_frames_are_read_back_in_order_after_a_seq(store):
 
 def test_heartbeats_are_not_stored(store):
     s = sid()
+    store.create(s, "alice", "websocket")
     b = FrameBuilder(s)
     store.append_frames(s, [b.start("m"), b.heartbeat(), b.delta("x")])
     assert [f["type"] for f in store.frames_after(s, -1)] == ["start", "delta"]
@@ -168,7 +171,7 @@ def test_unprocessed_batch_items_are_resent(settings, clock):
     flaky = Flaky()
     st = StreamStore(settings, client_factory=lambda: flaky, clock=clock, sleep=lambda s: None)
     b = FrameBuilder("s")
-    st.append_frames("s", [b.start("m"), b.delta("a"), b.delta("b")])
+    st.append_frames(StreamRef("s", "g1"), [b.start("m"), b.delta("a"), b.delta("b")])
     assert [len(next(iter(c.values()))) for c in flaky.calls] == [3, 2]
 
 
@@ -250,9 +253,9 @@ def test_an_abandoned_stream_gets_a_terminal_error_frame_once(store, clock):
     b = FrameBuilder(s)
     store.append_frames(s, [b.start("m"), b.delta("partial")])
     clock.now += STALE_AFTER_S + 1
-    rec = store.end_if_abandoned(store.get(s))
+    rec = end_if_abandoned(store, store.get(s))
     assert (rec.status, rec.error_code, rec.last_seq) == ("error", "INTERNAL", 2)
-    assert store.end_if_abandoned(rec) == rec  # a second reader changes nothing
+    assert end_if_abandoned(store, rec) == rec  # a second reader changes nothing
     frames = store.frames_after(s, -1)
     assert [f["type"] for f in frames] == ["start", "delta", "error"]
     assert frames[-1]["seq"] == 2 and frames[-1]["error"]["code"] == "INTERNAL"
@@ -263,7 +266,7 @@ def test_a_stream_within_a_lambda_lifetime_is_not_abandoned(store, clock):
     s = sid()
     store.create(s, "alice", "websocket")
     clock.now += STALE_AFTER_S - 1
-    assert store.end_if_abandoned(store.get(s)).status == "running"
+    assert end_if_abandoned(store, store.get(s)).status == "running"
     assert store.frames_after(s, -1) == []
 
 
@@ -281,4 +284,4 @@ def test_a_stream_whose_producer_lease_lapsed_stops_holding_a_slot(store, clock)
     with pytest.raises(StreamError):
         store.create(sid(), "alice", "websocket")  # the live ones keep theirs
     # Its next reader ends it with the terminal frame.
-    assert store.end_if_abandoned(store.get(ids[0])).status == "error"
+    assert end_if_abandoned(store, store.get(ids[0])).status == "error"

@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from chalicelib import ws_flow
 from chalicelib.bedrock import TextEvent
+from chalicelib.endings import end_with_error
 from chalicelib.errors import ErrorCode, StreamError
 from chalicelib.frames import FrameBuilder, validate_frame
 from chalicelib.gateway_auth import Unauthorized
@@ -319,7 +320,10 @@ def test_frames_follow_a_resumed_stream_to_its_new_connection(settings, store, s
 
     def reconnect() -> None:
         sockets.closed.add("old")
-        ws_flow.handle_message(message({"action": "resume", "streamId": sid}, "new"), deps)
+        seen = transcript(sockets.posts.get("old", []))
+        after = seen[-1]["seq"] if seen else -1  # what the client holds
+        body = {"action": "resume", "streamId": sid, "afterSeq": after}
+        ws_flow.handle_message(message(body, "new"), deps)
 
     streamer = FakeStreamer(answer("a", "b", "c", "d"), hooks={2: reconnect})
     run(settings, store, sockets, streamer, sid)
@@ -422,20 +426,21 @@ def test_a_crashed_generators_lease_lapses_and_a_resume_ends_the_stream(
 def test_a_generator_whose_stream_was_ended_for_it_delivers_nothing_more(store, sockets):
     """If a reader took the generator for dead (its lease lapsed during a long pause)
     and ended the stream, the generator must not overwrite or follow that end."""
-    from chalicelib.stream_store import ABANDONED, CancelWatch
+    from chalicelib.endings import ABANDONED
+    from chalicelib.stream_store import CancelWatch
 
     sid = start_stream(store)
     assert store.claim(sid, "w1", lease_s=30)
     ticks = [0.0]
-    delivery = ws_flow.WebsocketDelivery(store, sockets.send, sid)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, store.get(sid))
     delivery.guard.watch = CancelWatch(store, sid, 0.01, clock=lambda: ticks[0], claim=("w1", 30))
     builder = FrameBuilder(sid)
     delivery(builder.start("m"))
-    ended = store.end_with_error(store.get(sid), ABANDONED)
+    ended = end_with_error(store, store.get(sid), ABANDONED)
     ticks[0] = 11.0  # the next renewal finds the claim gone
     delivery(builder.delta("late"))
     stored = store.frames_after(sid, -1)
-    assert [f["type"] for f in stored] == ["start", "error"] and stored[-1] == ended
+    assert [f["type"] for f in stored] == ["start", "error"] and stored[-1] == ended[0]
     assert [f["type"] for f in sockets.posts["c1"]] == ["start"]
     assert delivery.guard.dropped == 1
 
@@ -458,12 +463,18 @@ def test_a_sender_still_blocked_at_the_deadline_ends_the_stream_after_what_is_st
         settings, store, send, FakeStreamer(answer("a", "b")), remaining_ms=lambda: 1_500
     )
     payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
-    assert ws_flow.generate(payload, deps, worker_id="w1") == "error"
+    status = ws_flow.generate(payload, deps, worker_id="w1")
     stored = store.frames_after(sid, -1)
     assert [f["seq"] for f in stored] == list(range(len(stored)))
-    assert stored[-1]["type"] == "error" and stored[-1]["error"]["code"] == "INTERNAL"
+    # Exactly one terminal frame, the last: the error frame after what was stored, or
+    # the done frame if it was stored (and the record finished) before the sender stopped.
+    terminals = [f for f in stored if f["type"] in ("done", "error")]
+    assert terminals == [stored[-1]]
+    if stored[-1]["type"] == "error":
+        assert stored[-1]["error"]["code"] == "INTERNAL"
     record = store.get(sid)
-    assert (record.status, record.last_seq) == ("error", stored[-1]["seq"])
+    assert (record.status, record.last_seq) == (status, stored[-1]["seq"])
+    assert status == ("error" if stored[-1]["type"] == "error" else "done")
     time_.sleep(1.0)  # the sender thread is stopped: nothing is stored after the end
     assert store.frames_after(sid, -1) == stored
     assert store.running_count("alice") == 0
@@ -512,3 +523,163 @@ def test_deeply_nested_json_is_a_bad_request_naming_the_limit(deps, sockets, dep
     err = only_error(sockets)
     assert err["code"] == "BAD_REQUEST"
     assert "nested deeper than the limit of 32 levels" in err["message"]
+
+
+# -- the slot, follower bounds, the failure destination --------------------------------------
+
+
+def test_the_slot_is_free_when_the_client_receives_the_terminal_frame(settings, store, sockets):
+    sid = start_stream(store)
+    seen: list[tuple[str, int]] = []
+    post = sockets.send
+
+    def send(connection_id: str, data: str) -> None:
+        frame = json.loads(data)
+        if frame["type"] == "done":
+            seen.append((store.get(sid).status, store.running_count("alice")))
+        post(connection_id, data)
+
+    deps = ws_flow.GenerateDeps(settings, store, send, FakeStreamer(answer("a", "b")))
+    payload = {"streamId": sid, "owner": "alice", "request": {"prompt": "hi", "streamId": sid}}
+    assert ws_flow.generate(payload, deps, worker_id="w1") == "done"
+    assert seen == [("done", 0)]
+
+
+def test_the_generator_payload_names_the_generation_and_a_stale_one_produces_nothing(
+    settings, store, sockets, deps, started
+):
+    sid = str(uuid.uuid4())
+    ws_flow.handle_message(message({"action": "stream", "prompt": "hi", "streamId": sid}), deps)
+    (payload,) = started
+    assert payload["generation"] == store.get(sid).generation
+    stale = {**payload, "generation": "0" * 16}
+    gen_deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer(answer("x")))
+    assert ws_flow.generate(stale, gen_deps, worker_id="w1") == "skipped"
+    assert ws_flow.generate(payload, gen_deps, worker_id="w2") == "done"
+
+
+def test_a_resume_past_the_follower_bound_gets_too_many_followers(settings, store, sockets, deps):
+    sid = start_stream(store)
+    for n in range(settings.limits.max_followers_per_stream):
+        store.acquire_follower("alice", sid, f"held-{n}", 30)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "c2"), deps
+    )
+    error = only_error(sockets, "c2")
+    assert error["code"] == "TOO_MANY_FOLLOWERS" and error["retryable"] is True
+    assert "MAX_FOLLOWERS_PER_STREAM" in error["message"]
+    assert store.get(sid).connection_id == "c1"  # not attached
+
+
+def test_a_resent_stream_message_counts_as_a_follower(settings, store, sockets, deps):
+    sid = start_stream(store)
+    for n in range(settings.limits.max_followers_per_stream):
+        store.acquire_follower("alice", sid, f"held-{n}", 30)
+    body = {"action": "stream", "prompt": "hi", "streamId": sid}
+    ws_flow.handle_message(message(body, "c3"), deps)
+    assert only_error(sockets, "c3")["code"] == "TOO_MANY_FOLLOWERS"
+
+
+def test_a_resume_releases_its_follower_slot(settings, store, sockets, deps):
+    sid = start_stream(store)
+    store.append_frames(sid, [FrameBuilder(sid).start("m")])
+    store.mark_delivered(sid, 0)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "c2"), deps
+    )
+    assert [f["type"] for f in sockets.posts["c2"]] == ["start"]
+    assert store.followers_of(stream_id=sid) == 0 and store.followers_of("alice") == 0
+
+
+def failure_record(payload: dict) -> dict:
+    return {
+        "version": "1.0",
+        "requestContext": {"requestId": "r1", "condition": "RetriesExhausted"},
+        "requestPayload": payload,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+    }
+
+
+def test_a_failed_generator_ends_its_stream_at_once_and_tells_the_connection(
+    settings, store, sockets
+):
+    sid = start_stream(store)
+    rec = store.claim(sid, "w1", 30)
+    b = FrameBuilder(sid)
+    store.append_frames(rec, [b.start("m"), b.delta("partial")])
+    deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer([]))
+    payload = {"streamId": sid, "owner": "alice", "generation": rec.generation}
+    assert ws_flow.generate_failed(failure_record(payload), deps) == "ended"
+    stored = store.frames_after(sid, -1)
+    assert [f["type"] for f in stored] == ["start", "delta", "error"]
+    assert stored[-1]["error"]["code"] == "INTERNAL" and stored[-1]["error"]["retryable"]
+    assert sockets.posts["c1"] == [stored[-1]]
+    record = store.get(sid)
+    assert (record.status, record.last_seq) == ("error", 2)
+    assert store.running_count("alice") == 0
+    # A second record (or a redelivered one) changes nothing.
+    assert ws_flow.generate_failed(failure_record(payload), deps) == "finished"
+    assert store.frames_after(sid, -1) == stored
+
+
+def test_a_failure_record_for_a_finished_or_foreign_stream_changes_nothing(
+    settings, store, sockets
+):
+    sid = start_stream(store)
+    store.finish(sid, "alice", "done", last_seq=-1)
+    deps = ws_flow.GenerateDeps(settings, store, sockets.send, FakeStreamer([]))
+    assert ws_flow.generate_failed(failure_record({"streamId": sid, "owner": "alice"}), deps) == (
+        "finished"
+    )
+    other = start_stream(store)
+    record = failure_record({"streamId": other, "owner": "mallory"})
+    assert ws_flow.generate_failed(record, deps) == "finished"
+    assert store.get(other).status == "running"
+    assert ws_flow.generate_failed({"requestPayload": "junk"}, deps) == "ignored"
+    assert ws_flow.generate_failed(failure_record({"streamId": "nope"}), deps) == "ignored"
+    assert sockets.posts == {}
+
+
+def test_a_stream_ending_during_a_resume_sends_its_terminal_frame_after_the_replay(
+    settings, store, sockets
+):
+    """The producer finishes while the resume is still replaying to the new socket: it
+    leaves the terminal frame to the replay, so the client never sees the stream end
+    before the frames it was missing."""
+    sid = start_stream(store, conn="old")
+    record = store.claim(sid, "w1", 30)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, record)
+    b = FrameBuilder(sid)
+    for frame in (b.start("m"), b.delta("a"), b.delta("b")):
+        delivery(frame)
+    sockets.closed.add("old")  # the client dropped after seq 0
+    done = b.done("end_turn")
+    post = sockets.send
+
+    def send(connection_id: str, data: str) -> None:
+        post(connection_id, data)
+        if connection_id == "new" and json.loads(data)["seq"] == 1:
+            delivery(done)  # the producer ends the stream mid-replay
+
+    deps = ws_flow.MessageDeps(settings, store, send, lambda payload: None)
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": 0}, "new"), deps
+    )
+    assert [f["seq"] for f in sockets.posts["new"]] == [1, 2, 3]
+    assert sockets.posts["new"][-1] == done
+    assert store.get(sid).status == "done"
+
+
+def test_a_replay_done_before_the_stream_ends_leaves_the_terminal_frame_to_the_producer(
+    settings, store, sockets, deps
+):
+    sid = start_stream(store, conn="old")
+    record = store.claim(sid, "w1", 30)
+    delivery = ws_flow.WebsocketDelivery(store, sockets.send, record)
+    b = FrameBuilder(sid)
+    delivery(b.start("m"))
+    ws_flow.handle_message(
+        message({"action": "resume", "streamId": sid, "afterSeq": -1}, "new"), deps
+    )
+    delivery(b.done("end_turn"))
+    assert [f["type"] for f in sockets.posts["new"]] == ["start", "done"]
