@@ -126,6 +126,7 @@ class Settings:
     # Published by GET /config so no client needs hand-copied settings.
     public_rest_url: str = ""
     public_function_url: str = ""
+    public_rest_stream_url: str = ""
     public_websocket_url: str = ""
     public_appsync_graphql_url: str = ""
     public_appsync_realtime_url: str = ""
@@ -216,6 +217,7 @@ class Settings:
             publish_timeout_s=_float(env, "PUBLISH_TIMEOUT_S", d.publish_timeout_s, 0.1, 60),
             public_rest_url=_str(env, "PUBLIC_REST_URL", ""),
             public_function_url=_str(env, "PUBLIC_FUNCTION_URL", ""),
+            public_rest_stream_url=_str(env, "PUBLIC_REST_STREAM_URL", ""),
             public_websocket_url=_str(env, "PUBLIC_WEBSOCKET_URL", ""),
             public_appsync_graphql_url=_str(env, "PUBLIC_APPSYNC_GRAPHQL_URL", ""),
             public_appsync_realtime_url=_str(env, "PUBLIC_APPSYNC_REALTIME_URL", ""),
