@@ -23,7 +23,7 @@ from stacks.roles import lambda_role
 CLIENT_ENTRY_FILE = "index.html"
 # The client's REST paths (client/src: ./config, the stream reads and cancel) and /health:
 # served by the REST API under the same origin as the page, never cached.
-API_PATH_PATTERNS = ("/config", "/health", "/streams/*")
+API_PATH_PATTERNS = ("/config", "/health", "/streams", "/streams/*")
 # Vite's build names every asset by its content hash: cache them for a year. index.html
 # names the current assets, so it is revalidated on every load.
 ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cdk
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
-API_PATHS = {"/config", "/health", "/streams/*"}
+API_PATHS = {"/config", "/health", "/streams", "/streams/*"}
 
 
 def _flat(value: Any) -> str:
