@@ -172,7 +172,11 @@ class RestStreamApi:
                 request_id,
                 "MissingAuthenticationTokenException",
             )
-        body = await request.content.read(self.limits.max_request_bytes + 1)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > self.limits.max_request_bytes:
+                break
         if len(body) > self.limits.max_request_bytes:
             log.info("request too large", extra={"requestId": request_id, "bytes": len(body)})
             return _json(413, {"message": "Request Too Long"}, request_id)
@@ -183,7 +187,7 @@ class RestStreamApi:
         decision = await self._authorize(request, method_arn, request_id)
         if isinstance(decision, web.Response):
             return self._with_cors(decision)
-        event = self._event(request, route, body, request_id, decision)
+        event = self._event(request, route, bytes(body), request_id, decision)
         return await self._integrate(request, event, request_id)
 
     def _preflight(self, request_id: str) -> web.Response:
