@@ -24,6 +24,7 @@ tighter bound on this path; the function's 15 s heartbeats stay under both.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aws_cdk as cdk
@@ -62,6 +63,20 @@ def streaming_integration(function_arn: str) -> dict[str, Any]:
         "responseTransferMode": "STREAM",
         "timeoutInMillis": STREAM_INTEGRATION_TIMEOUT_MS,
     }
+
+
+ALLOWED_HEADERS = "Authorization,Content-Type,Last-Event-ID"
+
+
+def streaming_preflight(chalice_preflight: dict[str, Any], method: str) -> dict[str, Any]:
+    """Chalice's OPTIONS mock (the same origin and max age) for a streaming method."""
+    preflight = json.loads(json.dumps(chalice_preflight))
+    params = preflight["x-amazon-apigateway-integration"]["responses"]["default"][
+        "responseParameters"
+    ]
+    params["method.response.header.Access-Control-Allow-Methods"] = f"'{method},OPTIONS'"
+    params["method.response.header.Access-Control-Allow-Headers"] = f"'{ALLOWED_HEADERS}'"
+    return preflight
 
 
 class RestStreamRoutes(Construct):
@@ -106,6 +121,15 @@ class RestStreamRoutes(Construct):
                 "responses": {"200": {"description": "SSE frames"}},
             },
         )
+        preflight = body.get("paths", {}).get(path, {}).get("options")
+        if preflight:
+            # CORS is on (an extra allowed origin): answer preflights as Chalice's routes do,
+            # plus the resume header and each path's own method.
+            for route_path, verb in ((START_PATH, "POST"), (EVENTS_PATH, "GET")):
+                api.add_property_override(
+                    f"DefinitionBody.paths.{route_path}.options",
+                    streaming_preflight(preflight, verb),
+                )
         # Only these two methods of this API's stage may invoke the function.
         api_arn = stack.format_arn(
             service="execute-api", resource=api.ref, arn_format=cdk.ArnFormat.NO_RESOURCE_NAME

@@ -221,3 +221,21 @@ def test_the_rest_streaming_function_answers_cors_for_the_extra_origin_only(
 
     assert origin(synth) == "none"
     assert origin(synth_with_handler) == EXTRA_ORIGIN
+
+
+def test_rest_streaming_preflights_exist_only_with_cors_and_allow_last_event_id(
+    synth: Synth, synth_with_handler: Synth
+) -> None:
+    def paths(s: Synth) -> dict[str, Any]:
+        return s.resources["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+
+    assert "options" not in paths(synth)["/streams"]
+    for path, method in [("/streams", "POST"), ("/streams/{stream_id}/events", "GET")]:
+        mock = paths(synth_with_handler)[path]["options"]["x-amazon-apigateway-integration"]
+        assert mock["type"] == "mock"
+        params = mock["responses"]["default"]["responseParameters"]
+        assert params["method.response.header.Access-Control-Allow-Origin"] == f"'{EXTRA_ORIGIN}'"
+        assert params["method.response.header.Access-Control-Allow-Methods"] == (
+            f"'{method},OPTIONS'"
+        )
+        assert "Last-Event-ID" in params["method.response.header.Access-Control-Allow-Headers"]
