@@ -6,7 +6,7 @@ Writes ``bench/results/latest.md`` (printed at the end), ``latest.json`` and ``l
     python -m bench [--tokens 1000] [--rate 100] [--first-token-ms 300]
                     [--post-latency-ms 25] [--publish-latency-ms 40] [--flush-ms 50]
                     [--levels 1,10,50,100] [--repeats 3]
-                    [--architectures function_url,websocket,appsync] [--no-baseline]
+                    [--architectures function_url,websocket,appsync,rest_stream] [--no-baseline]
                     [--out bench/results]
 
 ``--target deployed`` (``make bench-deployed``) runs the same clients against a deployed
@@ -184,6 +184,11 @@ def write(results: dict[str, Any], out: Path, stem: str = "latest") -> str:
 
 def _deployed(options: Options, progress: Callable[[str], None]) -> dict[str, Any]:
     outputs = deployed.load_outputs(options.outputs, options.stack)
+    if "rest_stream" in options.scenario.architectures and not outputs.rest_stream_url:
+        raise deployed.DeployedError(
+            f"stack {outputs.stack} has no RestStreamUrl output (deployed before the REST "
+            "API's streaming routes): redeploy it, or pass --architectures without rest_stream"
+        )
     config = deployed.public_config(outputs)
     per_user = (config.get("limits") or {}).get("maxStreamsPerUser")
     users = deployed.bench_users(

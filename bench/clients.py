@@ -98,12 +98,30 @@ async def function_url(
     gate: Gate,
 ) -> Received:
     """POST the start request to the Function URL and read the SSE response."""
+    return await _sse(session, ep["functionUrl"], token, received, gate)
+
+
+@_ends_gate
+async def rest_stream(
+    session: aiohttp.ClientSession,
+    ep: dict[str, Any],
+    token: str,
+    received: Received,
+    gate: Gate,
+) -> Received:
+    """POST the start request to the REST API's streaming route and read the SSE response."""
+    return await _sse(session, ep["restStream"], token, received, gate)
+
+
+async def _sse(
+    session: aiohttp.ClientSession, url: str, token: str, received: Received, gate: Gate
+) -> Received:
     await gate.start.wait()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     received.sent_at = time.time()
     timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S)
     async with session.post(
-        ep["functionUrl"],
+        url,
         data=json.dumps(start_request(received)),
         headers=headers,
         timeout=timeout,

@@ -56,6 +56,13 @@ PRICES: dict[str, Price] = {
         "message (first 1 billion/month, 32 KB increments)",
         "https://aws.amazon.com/api-gateway/pricing/",
     ),
+    # A streamed response is billed as one REST API call; see the pricing page for its
+    # streaming terms (response data beyond what one call covers is not modelled here).
+    "apigw_rest_request": Price(
+        3.50 / 1e6,
+        "REST API call (first 333 million/month)",
+        "https://aws.amazon.com/api-gateway/pricing/",
+    ),
     "apigw_ws_connection_minute": Price(
         0.25 / 1e6, "connection minute", "https://aws.amazon.com/api-gateway/pricing/"
     ),
@@ -84,11 +91,11 @@ PRICES: dict[str, Price] = {
 }
 
 # As the CDK stack (cdk/stacks/) configures the functions (all x86_64).
-LAMBDA_MEMORY_GB = {"function_url": 0.5, "websocket": 0.5, "appsync": 0.5}
+LAMBDA_MEMORY_GB = {"function_url": 0.5, "websocket": 0.5, "appsync": 0.5, "rest_stream": 0.5}
 # Invocations per stream: the Node.js function; the authorizer, $connect, the stream
 # message ($default), the generator and $disconnect; the startStream resolver and the
-# worker.
-LAMBDA_INVOCATIONS = {"function_url": 1, "websocket": 5, "appsync": 2}
+# worker; the REST API's authorizer (jwt_auth, no cache) and the Node.js function.
+LAMBDA_INVOCATIONS = {"function_url": 1, "websocket": 5, "appsync": 2, "rest_stream": 2}
 STREAMS = 1000
 
 
@@ -121,6 +128,10 @@ def usage_per_stream(
     gb = LAMBDA_MEMORY_GB[architecture]
     if architecture == "function_url":
         u["lambda_gb_s"] = gb * generating
+    elif architecture == "rest_stream":
+        # The authorizer's run is inside the time to the first frame; billed as generating.
+        u["lambda_gb_s"] = gb * generating
+        u["apigw_rest_request"] = 1.0
     elif architecture == "websocket":
         connect = _mean([s.get("connectSeconds") for s in streams])
         # authorizer + $connect, the stream message, $disconnect (each billed the measured

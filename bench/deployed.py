@@ -76,6 +76,7 @@ class StackOutputs:
     graphql_url: str
     realtime_url: str
     rest_url: str | None = None
+    rest_stream_url: str | None = None
     client_url: str | None = None
     # Cognito's endpoint when it is not the regional one (the local cloud's, in tests).
     cognito_endpoint: str | None = None
@@ -84,6 +85,7 @@ class StackOutputs:
         """The endpoints in the shape ``bench.clients`` reads."""
         return {
             "functionUrl": self.function_url,
+            "restStream": self.rest_stream_url,
             "websocket": self.websocket_url,
             "appsync": {"graphql": self.graphql_url, "realtime": self.realtime_url},
         }
@@ -126,6 +128,7 @@ def load_outputs(path: Path, stack: str | None = None) -> StackOutputs:
         graphql_url=out["AppsyncGraphqlUrl"],
         realtime_url=out["AppsyncRealtimeUrl"],
         rest_url=out.get("RestApiUrl") or None,
+        rest_stream_url=out.get("RestStreamUrl") or None,
         client_url=out.get("ClientUrl") or None,
         cognito_endpoint=out.get("CognitoEndpoint") or None,
     )
@@ -140,6 +143,7 @@ def local_stack_outputs(endpoints: Mapping[str, Any]) -> dict[str, dict[str, str
             "ClientUrl": endpoints["client"],
             "RestApiUrl": endpoints["rest"],
             "FunctionUrl": endpoints["functionUrl"],
+            "RestStreamUrl": endpoints.get("restStream") or "",
             "WebsocketUrl": endpoints["websocket"],
             "AppsyncGraphqlUrl": endpoints["appsync"]["graphql"],
             "AppsyncRealtimeUrl": endpoints["appsync"]["realtime"],

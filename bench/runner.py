@@ -91,7 +91,8 @@ class CloudSession:
         )
         self.recorder = calls.CallRecorder(ep["aws"])
         self.users = Users(ep)
-        if ep.get("functionUrl") is None and "function_url" in scenario.architectures:
+        needs_node = {"function_url", "rest_stream"} & set(scenario.architectures)
+        if ep.get("functionUrl") is None and needs_node:
             raise RuntimeError(
                 "the local cloud has no Function URL (Node.js or node_function/node_modules "
                 "missing: run `make install`)"
@@ -134,6 +135,7 @@ class CloudSession:
         streams = [self._measure(r, records) for r in received]
         server_calls = {
             "function_url": None,
+            "rest_stream": None,
             "websocket": posts,
             "appsync": publishes,
         }[architecture]
@@ -236,6 +238,8 @@ async def drive(
 def _client(architecture: str, session: aiohttp.ClientSession, ep: dict[str, Any]) -> Callable:
     if architecture == "function_url":
         return lambda token, r, gate: clients.function_url(session, ep, token, r, gate)
+    if architecture == "rest_stream":
+        return lambda token, r, gate: clients.rest_stream(session, ep, token, r, gate)
     if architecture == "websocket":
         return lambda token, r, gate: clients.websocket(ep, token, r, gate)
     return lambda token, r, gate: clients.appsync(session, ep, token, r, gate)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ARCHITECTURES = ("function_url", "websocket", "appsync")
+ARCHITECTURES = ("function_url", "websocket", "appsync", "rest_stream")
 LABELS = {
     "function_url": "Function URL (SSE)",
     "websocket": "WebSocket (API Gateway)",
     "appsync": "AppSync + SQS",
+    "rest_stream": "REST API streaming (SSE)",
 }
 MODES = ("coalesce", "per_token")
 MODE_LABELS = {
@@ -49,6 +50,7 @@ class Scenario:
         """The injected latency of one publish call of ``architecture``."""
         return {
             "function_url": 0.0,
+            "rest_stream": 0.0,  # the same function writing to its own response
             "websocket": self.post_latency_ms,
             "appsync": self.publish_latency_ms,
         }[architecture]

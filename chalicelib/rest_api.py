@@ -18,6 +18,11 @@ from chalicelib.stream_store import StreamRecord, StreamStore
 MAX_FRAMES_PER_READ = 500
 
 
+def _rest_stream_url(rest_url: str) -> str:
+    """On AWS the streaming routes are on the REST API itself, under ``/streams``."""
+    return f"{rest_url.rstrip('/')}/streams" if rest_url else ""
+
+
 def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
     """Everything a client needs to connect; nothing secret."""
     limits = settings.limits
@@ -33,6 +38,8 @@ def public_config(settings: Settings, rest_url: str) -> dict[str, Any]:
         "endpoints": {
             "rest": rest_url,
             "functionUrl": settings.public_function_url,
+            # POST to start; GET {restStream}/{streamId}/events to follow (docs/protocol.md).
+            "restStream": settings.public_rest_stream_url or _rest_stream_url(rest_url),
             "websocket": settings.public_websocket_url,
             "appsync": {
                 "graphql": settings.public_appsync_graphql_url,

@@ -148,6 +148,7 @@ class Settings:
     # Published by GET /config so no client needs hand-copied settings.
     public_rest_url: str = _d("public_rest_url")
     public_function_url: str = _d("public_function_url")
+    public_rest_stream_url: str = _d("public_rest_stream_url")
     public_websocket_url: str = _d("public_websocket_url")
     public_appsync_graphql_url: str = _d("public_appsync_graphql_url")
     public_appsync_realtime_url: str = _d("public_appsync_realtime_url")

@@ -21,6 +21,7 @@ from typing import Any
 from local.client_host import BUILD_HINT, is_built
 from local.cloud import ROOT, CloudOptions, LocalCloud
 from local.model import source_from_env as model_source_from_env
+from local.rest_stream import RestStreamLimits
 from local.ws_gateway import GatewayLimits
 
 DEFAULT_PORT_BASE = 4510
@@ -98,6 +99,7 @@ def _banner(endpoints: dict[str, Any], started_in: float, path: Path) -> str:
         f"  REST API        {endpoints['rest']}",
         f"  WebSocket       {endpoints['websocket']}",
         f"  Function URL    {endpoints['functionUrl'] or 'not running (see the warning above)'}",
+        f"  REST streaming  {endpoints['restStream'] or 'not running (no Function URL host)'}",
         f"  AppSync         {endpoints['appsync']['graphql']}  "
         f"real-time {endpoints['appsync']['realtime']}",
         f"  Cognito         {c['endpoint']}  pool {c['userPoolId']}  client {c['clientId']}",
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         port_base=args.port_base,
         endpoints_file=args.endpoints_file,
         gateway_limits=gateway_limits_from_env(os.environ),
+        rest_stream_limits=RestStreamLimits.from_env(os.environ),
         queue_visibility_timeout_s=_optional_int(os.environ, "LOCAL_SQS_VISIBILITY_TIMEOUT_S"),
         # LOCAL_MODEL=bedrock: real Bedrock, everything else local (local/model.py).
         model_source=model_source_from_env(os.environ),

@@ -41,6 +41,7 @@ from local.environ import EnvironPatch
 from local.loop import LoopThread
 from local.model import LOCAL_CREDENTIALS, SIMULATED, ModelSetup
 from local.model import setup as model_setup
+from local.rest_stream import RestStreamLimits
 from local.ws_gateway import GatewayLimits
 
 log = logging.getLogger("local.cloud")
@@ -59,6 +60,7 @@ SERVICES = (
     "function_url",
     "appsync",
     "client",
+    "rest_stream",
 )
 # The AppSync worker, as app.py names it, and what Lambda allows the other functions.
 WORKER_FUNCTION = "appsync_worker"
@@ -97,6 +99,8 @@ class CloudOptions:
     # Lifetime of the ID and access tokens Cognito issues (Cognito's default is an hour;
     # tests shorten it to see a token expire under an open connection).
     token_validity_s: int = 3600
+    # API Gateway's limits on the REST API's streaming routes; tests shorten them.
+    rest_stream_limits: RestStreamLimits = field(default_factory=RestStreamLimits)
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -156,6 +160,7 @@ class LocalCloud:
         self._queues: Any = None
         self._sqs_source: Any = None
         self._client_host: Any = None
+        self._rest_stream: Any = None
         self._env = EnvironPatch()
         self.region = REGION
         self._model: ModelSetup | None = None
@@ -186,6 +191,7 @@ class LocalCloud:
             function_url = self._start_function_url(app_env)
             if function_url is not None:
                 self._env.set({"PUBLIC_FUNCTION_URL": function_url})
+            rest_stream_url = self._start_rest_stream()
             rest_url = self._start_rest()
             self._start_sqs_source(aws_url)
             client_url = self._start_client_host(rest_url)
@@ -196,6 +202,9 @@ class LocalCloud:
             "client": client_url,
             "rest": rest_url,
             "functionUrl": function_url,
+            "restStream": rest_stream_url,
+            # The Node function's InvokeWithResponseStream (and its invocation counts).
+            "functionInvoke": self._function_url.invoke_url if self._function_url else None,
             "websocket": self._gateway.url,
             "appsync": {
                 "graphql": self._appsync.graphql_url,
@@ -235,13 +244,15 @@ class LocalCloud:
             self._function_url = None
         # The gateway first: its $disconnect handlers still need DynamoDB.
         if self._loop is not None:
-            for server in (self._client_host, self._gateway, self._appsync, self._lambda_api):
+            servers = (self._rest_stream, self._client_host, self._gateway, self._appsync)
+            for server in (*servers, self._lambda_api):
                 if server is not None:
                     try:
                         self._loop.run(server.stop(), timeout=15)
                     except Exception:
                         log.exception("stopping the gateway, AppSync or the Lambda API failed")
         self._client_host = self._gateway = self._appsync = self._lambda_api = None
+        self._rest_stream = None
         if self._lambdas is not None:
             # Running streams (Event invocations) get a moment to finish.
             if not self._lambdas.close(timeout=5):
@@ -472,8 +483,30 @@ class LocalCloud:
             self.options.host,
             _port(self.options, "function_url"),
             function_name="llm-stream-function-url",
+            invoke_port=0,
         )
         return self._function_url.start()
+
+    def _start_rest_stream(self) -> str | None:
+        """The REST API's streaming routes (``local/rest_stream.py``), before the app is
+        imported (GET /config publishes their URL); None without the Node function."""
+        from chalicelib.settings import Settings
+        from local.rest_stream import RestStreamApi
+
+        if self._function_url is None:
+            return None
+        assert self._loop is not None
+        self._rest_stream = RestStreamApi(
+            self._lambdas,
+            self._function_url,
+            region=self.region,
+            limits=self.options.rest_stream_limits,
+            cors_allow_origin=Settings.from_env().cors_allow_origin,
+        )
+        port = _port(self.options, "rest_stream")
+        self._loop.run(self._rest_stream.start(self.options.host, port))
+        self._env.set({"PUBLIC_REST_STREAM_URL": self._rest_stream.url})
+        return str(self._rest_stream.url)
 
     def _start_rest(self) -> str:
         from chalicelib import services

@@ -8,6 +8,11 @@ and the handler's own console output under ``local.function_url.console``.
 
 The records are also kept (the most recent ones), so tests can wait for one, e.g. the
 ``invoke_end`` of a request id (:meth:`FunctionUrlHost.wait_for_log`).
+
+With ``invoke_port`` the host also serves Lambda's InvokeWithResponseStream for the
+function at :attr:`FunctionUrlHost.invoke_url` (what the local REST API's streaming
+routes call, ``local/rest_stream.py``); :meth:`FunctionUrlHost.invocations` counts the
+invocations by way in.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +66,7 @@ class FunctionUrlHost:
         timeout_s: float = 900.0,
         node: str | None = None,
         start_timeout_s: float = 30.0,
+        invoke_port: int | None = None,
     ) -> None:
         self.handler_path = Path(handler_path).resolve()
         self.env = dict(env)
@@ -72,7 +79,9 @@ class FunctionUrlHost:
         # The Makefile points LOCAL_NODE_BINARY at Node of the Lambda runtime's major (24).
         self.node = node or os.environ.get("LOCAL_NODE_BINARY") or "node"
         self.start_timeout_s = start_timeout_s
+        self.invoke_port = invoke_port
         self.url: str | None = None
+        self.invoke_url: str | None = None
         self.returncode: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._pumps: list[threading.Thread] = []
@@ -115,8 +124,10 @@ class FunctionUrlHost:
             self.function_name,
             "--exit-with-stdin",
         ]
+        if self.invoke_port is not None:
+            args += ["--invoke-port", str(self.invoke_port)]
         self._ready.clear()
-        self.url = self.returncode = None
+        self.url = self.invoke_url = self.returncode = None
         self._proc = subprocess.Popen(
             args,
             # Like Lambda's /var/task: relative paths resolve next to the handler.
@@ -185,7 +196,7 @@ class FunctionUrlHost:
             proc.stdin.close()
         self._join_pumps()
         self.returncode = proc.returncode
-        self.url = None
+        self.url = self.invoke_url = None
 
     def __enter__(self) -> FunctionUrlHost:
         self.start()
@@ -193,6 +204,14 @@ class FunctionUrlHost:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def invocations(self) -> dict[str, int]:
+        """Invocations so far: ``{"functionUrl": n, "streaming": n}`` (needs ``invoke_port``)."""
+        if self.invoke_url is None:
+            raise FunctionUrlHostError("the host was started without an invoke port")
+        with urllib.request.urlopen(f"{self.invoke_url}_local/invocations", timeout=5) as resp:
+            counts: dict[str, int] = json.loads(resp.read())
+        return counts
 
     # -- the child's output ---------------------------------------------------------
 
@@ -220,8 +239,11 @@ class FunctionUrlHost:
         for raw in stream:
             line = raw.rstrip("\n")
             if self.url is None:
-                listening = _json_object(line).get("listening")
+                announced = _json_object(line)
+                listening = announced.get("listening")
                 if isinstance(listening, str):
+                    invoke = announced.get("invoke")
+                    self.invoke_url = invoke if isinstance(invoke, str) else None
                     self.url = listening
                     self._ready.set()
                     continue

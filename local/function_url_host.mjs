@@ -4,9 +4,10 @@
 //        [--port 0] [--host 127.0.0.1] [--cors-origins 'https://a.example,https://b.example' | '*']
 //        [--timeout-s 900] [--function-name NAME] [--memory-mb 128] [--exit-with-stdin]
 //        [--cors-allow-methods GET,POST] [--cors-allow-headers authorization,content-type,last-event-id]
-//        [--cors-max-age 600]
+//        [--cors-max-age 600] [--invoke-port 0]
 //
-// Prints one line {"listening": "http://HOST:PORT/"} on stdout when ready; logs JSON lines
+// Prints one line {"listening": "http://HOST:PORT/"} on stdout when ready (with
+// "invoke": "http://HOST:PORT2/" when --invoke-port is given); logs JSON lines
 // ({"time","level","event",...}) on stderr; stops on SIGTERM/SIGINT. Only Node's stdlib.
 //
 // What it reproduces, because the application depends on it (docs/local-cloud.md; Lambda never tells a streaming function that its client left):
@@ -17,6 +18,14 @@
 // - payload format 2.0 events; a context with getRemainingTimeInMillis();
 // - 502 {"message":"Internal Server Error"} for a failure before the first byte, a cut
 //   response after it; the function timeout; the 6 MB request limit; CORS done by the URL.
+//
+// With --invoke-port, a second listener is Lambda's InvokeWithResponseStream for the same
+// function, as API Gateway's streaming integration calls it (local/rest_stream.py):
+//   POST /2021-11-15/functions/{name}/response-streaming-invocations  body = the event
+//        -> the prelude's status and headers (CORS headers kept: a REST proxy integration
+//           passes them), the payload chunk by chunk as written; a failure before the
+//           first byte is 502 with X-Amz-Function-Error: Unhandled, after it a cut.
+//   GET  /_local/invocations -> {"functionUrl": n, "streaming": n} (invocations so far)
 
 import fs from "node:fs";
 import http from "node:http";
@@ -80,6 +89,7 @@ function readOptions() {
         "cors-allow-methods": { type: "string", default: "GET,POST" },
         "cors-allow-headers": { type: "string", default: "authorization,content-type,last-event-id" },
         "cors-max-age": { type: "string", default: "600" },
+        "invoke-port": { type: "string", default: "" },
         "timeout-s": { type: "string", default: "900" },
         "function-name": {
           type: "string",
@@ -96,12 +106,17 @@ function readOptions() {
   if (!values.handler) fatal("bad_arguments", "--handler <path to the handler module> is required");
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fatal("bad_arguments", `bad --port ${values.port}`);
+  const invokePort = values["invoke-port"] === "" ? null : Number(values["invoke-port"]);
+  if (invokePort !== null && (!Number.isInteger(invokePort) || invokePort < 0 || invokePort > 65535)) {
+    fatal("bad_arguments", `bad --invoke-port ${values["invoke-port"]}`);
+  }
   const timeoutS = Number(values["timeout-s"]);
   if (!(timeoutS > 0)) fatal("bad_arguments", `bad --timeout-s ${values["timeout-s"]}`);
   return {
     handlerPath: path.resolve(values.handler),
     exportName: values.export,
     port,
+    invokePort,
     host: values.host,
     corsOrigins: values["cors-origins"].split(",").map((o) => o.trim()).filter(Boolean),
     corsAllowMethods: values["cors-allow-methods"],
@@ -200,8 +215,11 @@ class ResponseStream extends Writable {
 // -- one invocation --------------------------------------------------------------------
 
 class Invocation {
-  constructor({ res, requestId, timeoutMs, corsHeaders, path: rawPath }) {
+  constructor({ res, requestId, timeoutMs, corsHeaders, path: rawPath, streamingInvoke = false }) {
     this.res = res;
+    // InvokeWithResponseStream (a REST API's streaming integration): the handler's CORS
+    // headers are the response's, and a failure says so in X-Amz-Function-Error.
+    this.streamingInvoke = streamingInvoke;
     this.requestId = requestId;
     this.corsHeaders = corsHeaders;
     this.path = rawPath;
@@ -282,8 +300,14 @@ class Invocation {
       const dropped = [];
       for (const [name, value] of Object.entries(prelude.headers ?? {})) {
         const lower = name.toLowerCase();
-        if (lower.startsWith("access-control-")) dropped.push(name);
+        if (lower.startsWith("access-control-") && !this.streamingInvoke) dropped.push(name);
         else if (!FRAMING_HEADERS.has(lower) && value != null) headers[lower] = String(value);
+      }
+      for (const [name, values] of Object.entries(prelude.multiValueHeaders ?? {})) {
+        const lower = name.toLowerCase();
+        if (this.streamingInvoke && Array.isArray(values) && !FRAMING_HEADERS.has(lower)) {
+          headers[lower] = values.map(String);
+        }
       }
       if (dropped.length) {
         // A Function URL with CORS config plus handler CORS headers sends them twice
@@ -348,6 +372,7 @@ class Invocation {
       this.res.writeHead(502, {
         "content-type": "application/json",
         ...(this.corsHeaders ? { ...this.corsHeaders, vary: "Origin" } : {}),
+        ...(this.streamingInvoke ? { "x-amz-function-error": "Unhandled" } : {}),
         "x-amzn-requestid": this.requestId,
       });
       this.res.end(INTERNAL_ERROR);
@@ -546,10 +571,84 @@ function plainResponse(res, status, body, requestId, corsHeaders) {
   res.end(body);
 }
 
+// Invocations so far, by way in (GET /_local/invocations on the invoke listener).
+const counts = { functionUrl: 0, streaming: 0 };
+
+async function invoke(handler, opts, region, event, { res, requestId, corsHeaders, path: rawPath, method, streamingInvoke = false }) {
+  const invocation = new Invocation({ res, requestId, timeoutMs: opts.timeoutMs, corsHeaders, path: rawPath, streamingInvoke });
+  const context = makeContext(opts, requestId, invocation.deadline, region);
+  log("info", "invoke_start", { requestId, method, path: rawPath, ...(streamingInvoke ? { via: "invoke" } : {}) });
+  const stream = new ResponseStream(invocation, handler[HANDLER_HIGHWATERMARK]);
+  try {
+    const result = handler(event, stream, context);
+    if (typeof result?.then !== "function") throw new Error("Streaming does not support non-async handlers.");
+    invocation.handlerResolved(await result);
+  } catch (err) {
+    invocation.handlerFailed(err);
+  }
+}
+
+const INVOKE_PATH = /^\/2021-11-15\/functions\/([^/]+)\/response-streaming-invocations$/;
+
+// Lambda's InvokeWithResponseStream for this one function (see the header comment).
+function makeInvokeServer(opts, handler, region) {
+  async function onRequest(req, res) {
+    const requestId = randomUUID();
+    const target = (req.url ?? "/").split("?")[0];
+    if (req.method === "GET" && target === "/_local/invocations") {
+      req.resume();
+      plainResponse(res, 200, JSON.stringify(counts), requestId, null);
+      return;
+    }
+    const match = req.method === "POST" ? target.match(INVOKE_PATH) : null;
+    if (!match) {
+      req.resume();
+      plainResponse(res, 404, JSON.stringify({ Type: "User", message: `No route ${req.method} ${target}` }), requestId, null);
+      return;
+    }
+    const name = decodeURIComponent(match[1]).split(":function:").pop().split(":")[0];
+    if (name !== opts.functionName) {
+      req.resume();
+      const message = `Function not found: arn:aws:lambda:${region}:${ACCOUNT_ID}:function:${name}`;
+      plainResponse(res, 404, JSON.stringify({ Type: "User", message }), requestId, null);
+      return;
+    }
+    let event;
+    try {
+      event = JSON.parse((await readBody(req)).toString("utf8") || "{}");
+    } catch (err) {
+      if (!(err instanceof TooLarge) && !(err instanceof SyntaxError)) {
+        log("info", "request_aborted", { requestId, ...errorFields(err) });
+        return;
+      }
+      const type = err instanceof TooLarge ? "RequestTooLargeException" : "InvalidRequestContentException";
+      plainResponse(res, err instanceof TooLarge ? 413 : 400, JSON.stringify({ Type: "User", message: type }), requestId, null);
+      return;
+    }
+    counts.streaming += 1;
+    const rawPath = typeof event?.path === "string" ? event.path : "";
+    await invoke(handler, opts, region, event, {
+      res,
+      requestId,
+      corsHeaders: null,
+      path: rawPath,
+      method: event?.httpMethod,
+      streamingInvoke: true,
+    });
+  }
+
+  return http.createServer({ noDelay: true }, (req, res) => {
+    onRequest(req, res).catch((err) => {
+      log("error", "host_error", errorFields(err));
+      if (!res.headersSent) plainResponse(res, 500, INTERNAL_ERROR, "-", null);
+      else res.destroy();
+    });
+  });
+}
+
 function makeServer(opts, handler, urlId, region) {
   const anyOrigin = opts.corsOrigins.includes("*");
   const allowed = (origin) => origin !== undefined && (anyOrigin || opts.corsOrigins.includes(origin));
-  const highWaterMark = handler[HANDLER_HIGHWATERMARK];
 
   async function onRequest(req, res) {
     const requestId = randomUUID();
@@ -589,17 +688,8 @@ function makeServer(opts, handler, urlId, region) {
 
     const now = new Date();
     const event = makeEvent(req, body, requestId, now, urlId, region);
-    const invocation = new Invocation({ res, requestId, timeoutMs: opts.timeoutMs, corsHeaders, path: event.rawPath });
-    const context = makeContext(opts, requestId, invocation.deadline, region);
-    log("info", "invoke_start", { requestId, method: req.method, path: event.rawPath });
-    const stream = new ResponseStream(invocation, highWaterMark);
-    try {
-      const result = handler(event, stream, context);
-      if (typeof result?.then !== "function") throw new Error("Streaming does not support non-async handlers.");
-      invocation.handlerResolved(await result);
-    } catch (err) {
-      invocation.handlerFailed(err);
-    }
+    counts.functionUrl += 1;
+    await invoke(handler, opts, region, event, { res, requestId, corsHeaders, path: event.rawPath, method: req.method });
   }
 
   return http.createServer({ noDelay: true }, (req, res) => {
@@ -649,6 +739,7 @@ async function main() {
   const urlId = randomBytes(16).toString("hex"); // 32 characters, like a real url-id
 
   const server = makeServer(opts, handler, urlId, region);
+  const invokeServer = opts.invokePort === null ? null : makeInvokeServer(opts, handler, region);
   let stopping = false;
   const stop = (reason) => {
     if (stopping) return;
@@ -656,6 +747,8 @@ async function main() {
     log("info", "stopping", { reason });
     server.close();
     server.closeAllConnections();
+    invokeServer?.close();
+    invokeServer?.closeAllConnections();
     process.exit(0);
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
@@ -666,20 +759,24 @@ async function main() {
     process.stdin.resume();
   }
 
-  server.on("error", (err) => fatal("listen_failed", `cannot listen on ${opts.host}:${opts.port}: ${err.message}`));
-  server.listen(opts.port, opts.host, () => {
-    const { port } = server.address();
-    const host = ["", "0.0.0.0", "::"].includes(opts.host) ? "127.0.0.1" : opts.host;
-    const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/`;
-    log("info", "listening", {
-      url,
-      handler: opts.handlerPath,
-      export: opts.exportName,
-      corsOrigins: opts.corsOrigins,
-      timeoutS: opts.timeoutMs / 1000,
+  const listen = (srv, port) =>
+    new Promise((resolve) => {
+      srv.on("error", (err) => fatal("listen_failed", `cannot listen on ${opts.host}:${port}: ${err.message}`));
+      srv.listen(port, opts.host, () => resolve(srv.address().port));
     });
-    process.stdout.write(`${JSON.stringify({ listening: url })}\n`);
+  const host = ["", "0.0.0.0", "::"].includes(opts.host) ? "127.0.0.1" : opts.host;
+  const urlOf = (port) => `http://${host.includes(":") ? `[${host}]` : host}:${port}/`;
+  const invokeUrl = invokeServer === null ? null : urlOf(await listen(invokeServer, opts.invokePort));
+  const url = urlOf(await listen(server, opts.port));
+  log("info", "listening", {
+    url,
+    handler: opts.handlerPath,
+    export: opts.exportName,
+    corsOrigins: opts.corsOrigins,
+    timeoutS: opts.timeoutMs / 1000,
+    ...(invokeUrl ? { invoke: invokeUrl } : {}),
   });
+  process.stdout.write(`${JSON.stringify({ listening: url, ...(invokeUrl ? { invoke: invokeUrl } : {}) })}\n`);
 }
 
 await main();

@@ -1,5 +1,6 @@
 /**
- * Lambda entry point (Function URL, invoke mode RESPONSE_STREAM).
+ * Lambda entry point (Function URL, invoke mode RESPONSE_STREAM; and the REST API's
+ * streaming routes, response transfer mode STREAM).
  *
  * `awslambda` is the global that Lambda's Node.js runtime defines before it
  * imports the handler (streamifyResponse, HttpResponseStream); the local cloud's
@@ -29,6 +30,8 @@ const streamHandler = createStreamHandler({
   store: new StreamStore(settings, new DynamoDBClient({ region: settings.region })),
   model: new BedrockModel(settings, () => createBedrockClient(settings), { log: jsonLog }),
   httpResponseStreamFrom: (stream, prelude) => awslambda.HttpResponseStream.from(stream, prelude),
+  // The REST API front door's CORS, as the Python app reads it (chalicelib/settings.py).
+  corsAllowOrigin: process.env.CORS_ALLOW_ORIGIN ?? '*',
   log: jsonLog,
 });
 

@@ -25,6 +25,7 @@ from constructs import Construct
 from stacks.chalice_packaging import chalice_packaging
 from stacks.nag import acknowledge, resource_finding
 from stacks.props import API_STAGE
+from stacks.rest_stream import REST_STREAM_THROTTLES
 from stacks.roles import lambda_role
 
 LAMBDA_PYTHON_RUNTIME = "python3.12"
@@ -40,6 +41,7 @@ REST_METHOD_THROTTLES = {
     ("/config", "GET"): (20, 40),
     ("/health", "GET"): (10, 20),
     ("/streams/{stream_id}/cancel", "POST"): (20, 40),
+    **REST_STREAM_THROTTLES,  # the streaming methods (stacks/rest_stream.py)
 }
 # One JSON line per request: who (sub, never the token), what, and how it ended.
 REST_ACCESS_LOG_FORMAT = json.dumps(

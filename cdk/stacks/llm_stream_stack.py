@@ -39,6 +39,7 @@ from stacks.graphql import GraphqlStreams
 from stacks.hosting import ClientHosting, check_client_dist, host_of
 from stacks.nag import acknowledge
 from stacks.props import SERVICE_NAME, LlmStreamProps, concrete_region
+from stacks.rest_stream import RestStreamRoutes
 from stacks.store import StreamStore
 from stacks.websocket import WS_AUTHORIZER_FUNCTION, WebsocketTransport
 
@@ -134,6 +135,18 @@ class LlmStreamStack(cdk.Stack):
             api_gateway_logs_role(self) if props.api_gateway_logs_role == "create" else None
         )
         self.chalice.configure_rest_stage(logs_ready=logs_ready)
+        # Architecture 4: the streamer behind the REST API's gateway authorizer.
+        self.rest_stream = RestStreamRoutes(
+            self,
+            "RestStream",
+            api=self.chalice.get_resource("RestAPI"),
+            function=self.function_url.function,
+            web_acl_arn=props.rest_web_acl_arn,
+        )
+        # A REST proxy integration adds no CORS headers: the function does, as Chalice does.
+        self.function_url.function.add_environment(
+            "CORS_ALLOW_ORIGIN", extra_origin or NO_CORS_ORIGIN
+        )
         self.websocket.bind(self.chalice, logs_ready=logs_ready)
         self.graphql.bind(self.chalice)
 
@@ -197,6 +210,15 @@ class LlmStreamStack(cdk.Stack):
             description=(
                 "Function URL (SSE): POST a start request, or GET ?streamId= to resume, with "
                 "Authorization: Bearer <ID token>"
+            ),
+        )
+        cdk.CfnOutput(
+            self,
+            "RestStreamUrl",
+            value=self.rest_stream.url,
+            description=(
+                "REST API streaming (SSE): POST a start request here, or GET "
+                "<url>/<streamId>/events to resume, with Authorization: Bearer <ID token>"
             ),
         )
         cdk.CfnOutput(self, "UserPoolId", value=self.auth.user_pool.user_pool_id)

@@ -30,6 +30,9 @@ _REGION_PROFILE_PREFIXES = (
 
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_WEB_ACL_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/[A-Za-z0-9_-]+/[a-f0-9-]+$"
+)
 _LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 # Lambda keeps at least this many of the account's concurrent executions unreserved: a
 # reservation that would leave fewer fails (PutFunctionConcurrency), and accounts still at the
@@ -116,6 +119,9 @@ class LlmStreamProps:
     # setting stage access logs need), retained on delete; "existing": the account has one.
     # Context: apiGatewayLogsRole.
     api_gateway_logs_role: str = "create"
+    # A regional WAFv2 web ACL (its ARN) for the REST API's stage, which carries the
+    # streaming routes; None: no web ACL (billed per month and rule). Context: restWebAclArn.
+    rest_web_acl_arn: str | None = None
 
     def __post_init__(self) -> None:
         if self.model_id is not None and not _MODEL_ID_RE.match(self.model_id):
@@ -145,6 +151,12 @@ class LlmStreamProps:
                 f"{LAMBDA_MIN_UNRESERVED_CONCURRENCY} unreserved executions in the account "
                 "(see the account's ConcurrentExecutions quota)"
             )
+        if self.rest_web_acl_arn is not None and not _WEB_ACL_ARN_RE.match(self.rest_web_acl_arn):
+            raise ValueError(
+                "restWebAclArn must be a regional WAFv2 web ACL ARN "
+                "(arn:aws:wafv2:<region>:<account>:regional/webacl/<name>/<id>), "
+                f"got {self.rest_web_acl_arn!r}"
+            )
         if self.api_gateway_logs_role not in API_GATEWAY_LOGS_ROLE_MODES:
             raise ValueError(
                 f"apiGatewayLogsRole must be one of {list(API_GATEWAY_LOGS_ROLE_MODES)}, "
@@ -171,4 +183,5 @@ class LlmStreamProps:
                 node.try_get_context("streamReservedConcurrency")
             ),
             api_gateway_logs_role=node.try_get_context("apiGatewayLogsRole") or "create",
+            rest_web_acl_arn=node.try_get_context("restWebAclArn") or None,
         )

@@ -23,12 +23,17 @@
  * Failures after that are ``error`` frames. CORS (including OPTIONS) is the
  * Function URL's job: this handler adds no CORS headers, since duplicated
  * Access-Control-* headers make browsers reject the response.
+ *
+ * The same handler serves the REST API's streaming routes (architecture 4):
+ * src/frontdoor.mjs reads their REST proxy events into the same request view and
+ * writes their prelude; everything else here is shared.
  */
 
 import { performance } from 'node:perf_hooks';
 
 import { ErrorCode, StreamError } from './errors.mjs';
 import { MAX_SEQ, parseStartRequest, parseStreamId, rejection, TERMINAL_TYPES } from './frames.mjs';
+import { frontDoor } from './frontdoor.mjs';
 import { parseJson } from './json_input.mjs';
 import { bearerToken, TokenError } from './jwt.mjs';
 import { errorKind } from './log.mjs';
@@ -36,7 +41,7 @@ import { randomUUID } from 'node:crypto';
 
 import { ABANDONED, errorFrame, runStream } from './producer.mjs';
 import { HEARTBEAT, sseEvent } from './sse.mjs';
-import { isTerminal, TRANSPORT } from './store.mjs';
+import { isTerminal } from './store.mjs';
 
 const SSE_HEADERS = Object.freeze({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 const JSON_HEADERS = Object.freeze({ 'Content-Type': 'application/json' });
@@ -64,6 +69,8 @@ const DEFAULT_REMAINING_MS = 15 * 60 * 1000;
  * @property {(stream: any, prelude: {statusCode: number, headers: Record<string, string>}) => any} httpResponseStreamFrom
  *   awslambda.HttpResponseStream.from
  * @property {import('./log.mjs').Logger} log
+ * @property {string} [corsAllowOrigin] the REST front door's Access-Control-Allow-Origin
+ *   (``none``: no header; the Function URL's CORS is the URL's own)
  * @property {() => number} [now] monotonic milliseconds
  * @property {(ms: number) => Promise<void>} [sleep]
  */
@@ -80,6 +87,8 @@ class Response {
     this.committed = false;
     this.gone = false;
     this.bytes = 0;
+    /** The stream record's transport: which front door the request came through. */
+    this.transport = '';
     this._onError = () => this._markGone('error event');
     // An unhandled 'error' event would crash the process; a failed write only
     // means the client is gone.
@@ -190,11 +199,11 @@ export function createStreamHandler(deps) {
   const sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
 
   /**
-   * @param {any} event Function URL event, payload format 2.0
+   * @param {any} rawEvent Function URL event (payload format 2.0) or REST proxy event
    * @param {any} responseStream
    * @param {any} [context]
    */
-  return async function streamHandler(event, responseStream, context) {
+  return async function streamHandler(rawEvent, responseStream, context) {
     // Nothing left on the event loop (a keep-alive socket, an SDK timer) may hold
     // the invocation open once the response has ended.
     if (context) context.callbackWaitsForEmptyEventLoop = false;
@@ -202,12 +211,16 @@ export function createStreamHandler(deps) {
     const rlog = /** @type {import('./log.mjs').Logger} */ (
       (level, msg, fields) => log(level, msg, { ...(requestId ? { requestId } : {}), ...fields })
     );
-    const res = new Response(responseStream, deps.httpResponseStreamFrom, rlog);
+    // The front door (src/frontdoor.mjs): how the request is read and the prelude written.
+    const door = frontDoor(rawEvent, { corsAllowOrigin: deps.corsAllowOrigin });
+    const event = door.event;
+    const res = new Response(responseStream, (s, p) => deps.httpResponseStreamFrom(s, door.prelude(p)), rlog);
+    res.transport = door.transport;
     const remainingMs = () =>
       typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : DEFAULT_REMAINING_MS;
     const method = String(event?.requestContext?.http?.method ?? '').toUpperCase();
     try {
-      const owner = await authenticate(event, rlog);
+      const owner = await authenticate(event, rlog, door);
       const path = event?.rawPath ?? '/';
       if (path !== '/' && path !== '') throw new StreamError(ErrorCode.NOT_FOUND, 'Not found.');
       if (method === 'POST') await start(event, owner, res, rlog, remainingMs, requestId);
@@ -232,15 +245,17 @@ export function createStreamHandler(deps) {
   };
 
   /** The caller's ``sub``, or UNAUTHORIZED (the reason is logged, never answered). */
-  async function authenticate(event, rlog) {
+  async function authenticate(event, rlog, door) {
     const token = bearerToken(header(event?.headers, 'authorization'));
     try {
       const claims = await verifier.verify(token);
       if (typeof claims.sub !== 'string' || !claims.sub) throw new TokenError('missing required claim');
+      // Defence in depth behind a gateway authorizer: both must name the same user.
+      if (door.gatewaySub !== null && door.gatewaySub !== claims.sub) throw new TokenError('principal mismatch');
       return claims.sub;
     } catch (err) {
       if (err instanceof TokenError) {
-        rlog('info', 'token rejected', { reason: err.reason, entry: 'function_url' });
+        rlog('info', 'token rejected', { reason: err.reason, entry: door.transport });
         throw new StreamError(ErrorCode.UNAUTHORIZED, 'Unauthorized.');
       }
       throw err;
@@ -253,7 +268,7 @@ export function createStreamHandler(deps) {
     const { streamId } = request;
     // Created claimed by this invocation, under a lease renewed while it produces.
     const workerId = requestId ?? randomUUID();
-    const { record, created } = await store.create(streamId, owner, TRANSPORT, {
+    const { record, created } = await store.create(streamId, owner, res.transport, {
       model: settings.modelId,
       claimedBy: workerId,
       leaseS: settings.claimLeaseS,

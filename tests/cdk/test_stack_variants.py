@@ -7,7 +7,8 @@ the default one in every optional part:
 * an extra allowed origin (``-c extraAllowedOrigins=...``), which turns the REST API's CORS on
   for that origin and adds it to the Function URL's;
 * an account that already has API Gateway's CloudWatch Logs role
-  (``-c apiGatewayLogsRole=existing``).
+  (``-c apiGatewayLogsRole=existing``);
+* a WAF web ACL on the REST API's stage (``-c restWebAclArn=...``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ pytestmark = pytest.mark.cdk
 
 FAILED = "WsGenerateFailed"
 EXTRA_ORIGIN = "http://localhost:5173"
+WEB_ACL_ARN = (
+    f"arn:aws:wafv2:{SYNTH_REGION}:123456789012:regional/webacl/llm-stream/"
+    "a1b2c3d4-5678-90ab-cdef-0123456789ab"
+)
 CONNECTIONS_ARN = (
     f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
     "/api/POST/@connections/*"
@@ -91,7 +96,9 @@ def synth_with_handler(
         source_dir=project,
         node_function_dir=REPO_ROOT / "node_function",
         props=stacks.props.LlmStreamProps(
-            extra_allowed_origins=(EXTRA_ORIGIN,), api_gateway_logs_role="existing"
+            extra_allowed_origins=(EXTRA_ORIGIN,),
+            api_gateway_logs_role="existing",
+            rest_web_acl_arn=WEB_ACL_ARN,
         ),
     )
 
@@ -189,3 +196,46 @@ def test_an_existing_logging_role_is_left_alone(synth_with_handler: Synth) -> No
     (stage,) = synth.of_type("AWS::ApiGatewayV2::Stage").values()
     assert "AccessLogSettings" in stage["Properties"]  # still logged, with the account's role
     assert "AccessLogSetting" in synth.resources["RestAPI"]["Properties"]
+
+
+def test_a_web_acl_is_associated_with_the_rest_stage_only_when_asked(
+    synth: Synth, synth_with_handler: Synth
+) -> None:
+    assert not synth.of_type("AWS::WAFv2::WebACLAssociation")
+    (association,) = synth_with_handler.of_type("AWS::WAFv2::WebACLAssociation").values()
+    props = association["Properties"]
+    assert props["WebACLArn"] == WEB_ACL_ARN
+    assert _flat(props["ResourceArn"]) == (
+        "arn:<AWS::Partition>:apigateway:<AWS::Region>::/restapis/<RestAPI>/stages/<RestAPI.Stage>"
+    )
+
+
+def test_the_rest_streaming_function_answers_cors_for_the_extra_origin_only(
+    synth: Synth, synth_with_handler: Synth
+) -> None:
+    def origin(s: Synth) -> str:
+        (streamer,) = [
+            f for f in s.of_type("AWS::Lambda::Function") if f.startswith("StreamerFunction")
+        ]
+        return s.resources[streamer]["Properties"]["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"]
+
+    assert origin(synth) == "none"
+    assert origin(synth_with_handler) == EXTRA_ORIGIN
+
+
+def test_rest_streaming_preflights_exist_only_with_cors_and_allow_last_event_id(
+    synth: Synth, synth_with_handler: Synth
+) -> None:
+    def paths(s: Synth) -> dict[str, Any]:
+        return s.resources["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+
+    assert "options" not in paths(synth)["/streams"]
+    for path, method in [("/streams", "POST"), ("/streams/{stream_id}/events", "GET")]:
+        mock = paths(synth_with_handler)[path]["options"]["x-amazon-apigateway-integration"]
+        assert mock["type"] == "mock"
+        params = mock["responses"]["default"]["responseParameters"]
+        assert params["method.response.header.Access-Control-Allow-Origin"] == f"'{EXTRA_ORIGIN}'"
+        assert params["method.response.header.Access-Control-Allow-Methods"] == (
+            f"'{method},OPTIONS'"
+        )
+        assert "Last-Event-ID" in params["method.response.header.Access-Control-Allow-Headers"]

@@ -261,6 +261,48 @@ class FunctionUrl:
         return self._request("GET", f"{self.url}?streamId={stream_id}", None, headers, stream_id)
 
 
+class RestStreamLive(SseLive):
+    transport = "rest_stream"
+
+
+class RestStream(FunctionUrl):
+    """The REST API's streaming routes (architecture 4): the gateway's authorizer first.
+
+    A refusal by the gateway has API Gateway's body (``{"message": ...}``, in ``code``
+    as ``None``); a refusal by the function behind it the protocol's ``{"error": ...}``."""
+
+    name = "rest_stream"
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.url = cloud.ep["restStream"]
+        self.invoke_url = cloud.ep["functionInvoke"]
+
+    def _request(
+        self, method: str, url: str, body: Any, headers: dict[str, str], stream_id: str
+    ) -> SseLive:
+        try:
+            live = super()._request(method, url, body, headers, stream_id)
+        except Refused as refused:
+            gateway = _json_or_empty(refused.body.encode()).get("message")
+            if refused.code is None and isinstance(gateway, str):
+                raise Refused(refused.status, None, gateway, refused.body) from None
+            raise
+        return RestStreamLive(stream_id, live.conn, live.resp)
+
+    def events_url(self, stream_id: str) -> str:
+        return f"{self.url}/{stream_id}/events"
+
+    def resume(self, token: str | None, stream_id: str, after_seq: int) -> SseLive:
+        headers = {**bearer(token), "Last-Event-ID": str(after_seq)}
+        return self._request("GET", self.events_url(stream_id), None, headers, stream_id)
+
+    def invocations(self) -> int:
+        """Invocations of the streaming function through the REST API's integration."""
+        status, _, raw = http_call(f"{self.invoke_url}_local/invocations")
+        assert status == 200, raw
+        return int(json.loads(raw)["streaming"])
+
+
 # -- WebSocket --------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from local.appsync import AppSyncControl
 from local.bedrock import EmulatorControl
 from local.ws_gateway import GatewayControl
 from tests.security.checks import Store, Users
-from tests.security.clients import AppSync, FunctionUrl, Rest, User, WebSocket
+from tests.security.clients import AppSync, FunctionUrl, Rest, RestStream, User, WebSocket
 from tests.security.cloud_settings import MODEL_TIMING, SUITE_ENV
 from tests.support.cloud import Cloud
 
@@ -150,9 +150,19 @@ def appsync(cloud: Cloud) -> AppSync:
 
 
 @pytest.fixture(scope="package")
-def transports(function_url, websocket, appsync) -> dict[str, Any]:
-    """The three streaming transports by name."""
-    return {"function_url": function_url, "websocket": websocket, "appsync": appsync}
+def rest_stream(cloud: Cloud) -> RestStream:
+    return RestStream(cloud)
+
+
+@pytest.fixture(scope="package")
+def transports(function_url, websocket, appsync, rest_stream) -> dict[str, Any]:
+    """The four streaming transports by name."""
+    return {
+        "function_url": function_url,
+        "websocket": websocket,
+        "appsync": appsync,
+        "rest_stream": rest_stream,
+    }
 
 
 # -- users, the store ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.security("cancel")
 # (transport that streams, channel that cancels)
 CASES = [
     ("function_url", "rest"),
+    ("rest_stream", "rest"),
     ("websocket", "websocket"),
     ("websocket", "rest"),
     ("appsync", "appsync"),
@@ -68,7 +69,7 @@ def test_cancel_stops_the_model_within_one_flush_interval_and_twice_is_harmless(
         # Again, through the same channel and through REST: acknowledged, nothing changes.
         _cancel(channel, live, user, rest, appsync)
         _cancel("rest", live, user, rest, appsync)
-        if transport != "function_url":  # the SSE response has ended; sockets stay open
+        if transport not in ("function_url", "rest_stream"):  # SSE has ended; sockets stay
             with pytest.raises(TimeoutError):
                 live.next(0.3)
     after = store.assert_consistent(live.stream_id, user, status="cancelled", client_frames=frames)
@@ -96,7 +97,7 @@ def test_cancelling_a_finished_stream_changes_nothing(
     assert after.frames == before.frames
 
 
-@pytest.mark.parametrize("transport", ["function_url", "websocket", "appsync"])
+@pytest.mark.parametrize("transport", ["function_url", "websocket", "appsync", "rest_stream"])
 def test_cancel_while_the_model_is_still_silent_closes_it_too(
     transport, transports, user, rest, model, store
 ):

@@ -75,7 +75,22 @@ def _run_appsync(user, prompt, clients) -> str:
     return system
 
 
-RUNS = {"function_url": _run_function_url, "websocket": _run_websocket, "appsync": _run_appsync}
+def _run_rest_stream(user, prompt, clients) -> str:
+    body = {"prompt": prompt, "streamId": str(uuid.uuid4()), "system": f"SYSTEM-{uuid.uuid4()}"}
+    with clients["rest_stream"].open(user.id_token, body) as live:
+        live.next()
+    with clients["rest_stream"].resume(user.id_token, body["streamId"], 0) as resumed:
+        resumed.rest()
+    assert clients["rest"].cancel(user.id_token, body["streamId"])[0] == 200
+    return body["system"]
+
+
+RUNS = {
+    "function_url": _run_function_url,
+    "websocket": _run_websocket,
+    "appsync": _run_appsync,
+    "rest_stream": _run_rest_stream,
+}
 
 
 def _fragments(secret: str) -> set[str]:
@@ -93,7 +108,7 @@ def _logs_since_ready(cloud) -> str:
 
 @pytest.mark.parametrize("transport", [*RUNS, "cognito"])
 def test_a_full_run_logs_no_token_password_or_prompt(
-    transport, cloud, users, store, rest, function_url, websocket, appsync
+    transport, cloud, users, store, rest, function_url, websocket, appsync, rest_stream
 ):
     user = users.new(f"logs-{transport}")
     clients = {
@@ -101,6 +116,7 @@ def test_a_full_run_logs_no_token_password_or_prompt(
         "function_url": function_url,
         "websocket": websocket,
         "appsync": appsync,
+        "rest_stream": rest_stream,
         "users": users,
     }
     prompt, marker = _secret_prompt()

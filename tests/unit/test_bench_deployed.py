@@ -17,6 +17,7 @@ OUTPUTS = {
     "RestApiUrl": "https://abc.execute-api.eu-west-1.amazonaws.com/api/",
     "WebsocketUrl": "wss://def.execute-api.eu-west-1.amazonaws.com/ws",
     "FunctionUrl": "https://ghi.lambda-url.eu-west-1.on.aws/",
+    "RestStreamUrl": "https://abc.execute-api.eu-west-1.amazonaws.com/api/streams",
     "AppsyncGraphqlUrl": "https://jkl.appsync-api.eu-west-1.amazonaws.com/graphql",
     "AppsyncRealtimeUrl": "wss://jkl.appsync-realtime-api.eu-west-1.amazonaws.com/graphql",
     "UserPoolId": "eu-west-1_abc",
@@ -42,6 +43,7 @@ def test_outputs_are_read_from_the_cdk_outputs_file(tmp_path):
     )
     assert o.endpoints() == {
         "functionUrl": OUTPUTS["FunctionUrl"],
+        "restStream": OUTPUTS["RestStreamUrl"],
         "websocket": OUTPUTS["WebsocketUrl"],
         "appsync": {
             "graphql": OUTPUTS["AppsyncGraphqlUrl"],
@@ -175,4 +177,18 @@ def test_costs_without_recorded_calls_leave_dynamodb_and_sqs_out():
     recorded = {"operations": {"sqs.SendMessage": 1}, "wru": 50.0, "rru": 2.0}
     assert {"dynamodb_wru", "sqs_request"} <= set(
         costs.usage_per_stream("appsync", [stream], recorded)
+    )
+
+
+def test_the_rest_streaming_row_bills_two_invocations_and_one_rest_call():
+    stream = {"messages": 40, "streamSeconds": 2.0, "connectSeconds": None}
+    usage = costs.usage_per_stream("rest_stream", [stream], None)
+    assert usage == {"lambda_request": 2, "lambda_gb_s": 1.0, "apigw_rest_request": 1.0}
+    usd = costs.cost_per_1000_streams(usage)
+    assert usd["apigw"] == pytest.approx(1000 * 3.50 / 1e6)
+    assert (
+        usd["total"]
+        > costs.cost_per_1000_streams(costs.usage_per_stream("function_url", [stream], None))[
+            "total"
+        ]
     )

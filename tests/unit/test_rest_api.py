@@ -69,7 +69,7 @@ def test_health_answers_ok(client):
 
 def test_config_is_public_and_lists_every_endpoint_and_limit(client):
     body = client.http.get("/config").json_body
-    assert set(body["endpoints"]) == {"rest", "functionUrl", "websocket", "appsync"}
+    assert set(body["endpoints"]) == {"rest", "functionUrl", "restStream", "websocket", "appsync"}
     assert body["cognito"]["userPoolClientId"] == Settings.from_env().client_id
     assert body["limits"]["maxStreamsPerUser"] == 3
     assert "password" not in json.dumps(body).lower()
@@ -161,3 +161,17 @@ def test_reading_an_abandoned_stream_ends_it_with_an_error_frame(client, store):
     body = resp.json_body
     assert body["status"] == "error"
     assert [f["type"] for f in body["frames"]] == ["error"]
+
+
+def test_config_names_the_rest_streaming_routes_on_the_rest_api_unless_configured():
+    from dataclasses import replace
+
+    from chalicelib.rest_api import public_config
+
+    settings = Settings()
+    on_aws = public_config(settings, "https://d111.cloudfront.net/")
+    assert on_aws["endpoints"]["restStream"] == "https://d111.cloudfront.net/streams"
+    local = replace(settings, public_rest_stream_url="http://127.0.0.1:9/streams")
+    assert public_config(local, "http://127.0.0.1:8/")["endpoints"]["restStream"] == (
+        "http://127.0.0.1:9/streams"
+    )
