@@ -18,6 +18,11 @@ import pytest
 
 from tests.cdk.synth_support import CDK_DIR, SYNTH_REGION, Synth
 
+# Tests that import app.py read its settings from the environment: the two every deployed
+# function gets from the stack (the synth itself sets and restores its own).
+os.environ.setdefault("USER_POOL_ID", "us-east-1_CdkTestPool")
+os.environ.setdefault("USER_POOL_CLIENT_ID", "cdk-test-client")
+
 
 @pytest.fixture(scope="session")
 def stack_module() -> Iterator[ModuleType]:

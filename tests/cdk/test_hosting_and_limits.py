@@ -455,10 +455,22 @@ def test_a_region_without_a_known_profile_fails_saying_what_to_pass(
 
 
 def test_the_default_model_id_is_written_once(stacks: ModuleType) -> None:
+    """Only in the protocol data file (chalicelib/protocol.json, whose byte-identical copies
+    the Node function and the client read): the stack derives its base id from it."""
+    from chalicelib.protocol import DEFAULT_MODEL_ID
+
     base = stacks.props.BASE_MODEL_ID
-    stacks_dir = Path(stacks.__file__).parent
-    holders = [p.name for p in stacks_dir.glob("*.py") if base in p.read_text()]
-    assert holders == ["props.py"]
+    assert DEFAULT_MODEL_ID.endswith(f".{base}")
+    root = Path(stacks.__file__).resolve().parents[2]
+    sources = [
+        *(root / "cdk" / "stacks").glob("*.py"),
+        *(root / "chalicelib").rglob("*.py"),
+        *(root / "node_function" / "src").glob("*.mjs"),
+        *(root / "local").glob("*.py"),
+        *(root / "client" / "src").rglob("*.ts*"),
+        root / "app.py",
+    ]
+    assert [str(p.relative_to(root)) for p in sources if base in p.read_text()] == []
 
 
 def test_synth_model_is_the_regions_profile(synth: Synth, stacks: ModuleType) -> None:

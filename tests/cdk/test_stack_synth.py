@@ -419,7 +419,8 @@ def test_manage_connections_is_limited_to_posting_on_this_api(synth: Synth) -> N
         for fn in synth.of_type("AWS::Serverless::Function")
         if "execute-api:ManageConnections" in _role_actions(synth, _role_of(synth, fn))
     }
-    assert posting == {"WebsocketMessage", "WsGenerate"}
+    # The generator's on-failure destination posts the error frame of a crashed generator.
+    assert posting == {"WebsocketMessage", "WsGenerate", "WsGenerateFailed"}
 
 
 def _invoke_grants(synth: Synth) -> dict[str, set[str]]:
@@ -439,13 +440,13 @@ def _invoke_grants(synth: Synth) -> dict[str, set[str]]:
 
 def test_only_the_message_handler_may_invoke_exactly_the_generator(synth: Synth) -> None:
     invoke_roles = {
-        role
-        for role, arns in _invoke_grants(synth).items()
-        if any(arn.startswith("<WsGenerate") for arn in arns)
+        role for role, arns in _invoke_grants(synth).items() if "<WsGenerate.Arn>" in arns
     }
     assert invoke_roles == {_role_of(synth, "WebsocketMessage")}
     assert _invoke_grants(synth)[_role_of(synth, "WebsocketMessage")] == {"<WsGenerate.Arn>"}
     assert _role_of(synth, "WsGenerate") not in invoke_roles
+    # The generator invokes only its on-failure destination (Lambda does, with its role).
+    assert _invoke_grants(synth)[_role_of(synth, "WsGenerate")] == {"<WsGenerateFailed.Arn>"}
 
 
 def test_roles_follow_least_privilege(synth: Synth) -> None:
@@ -872,8 +873,13 @@ def test_lambda_data_source_may_invoke_exactly_the_resolver_function(synth: Synt
         if p["Properties"]["Roles"] == [_ref(role_id)]
     ]
     assert policy_id in _as_list(source["DependsOn"])
-    # Nothing but this data source role (and the message handler, for the generator) invokes.
-    assert set(_invoke_grants(synth)) == {role_id, _role_of(synth, "WebsocketMessage")}
+    # Nothing but this data source role, the message handler (the generator) and the
+    # generator (its on-failure destination) invokes.
+    assert set(_invoke_grants(synth)) == {
+        role_id,
+        _role_of(synth, "WebsocketMessage"),
+        _role_of(synth, "WsGenerate"),
+    }
 
 
 def test_work_queue_redrives_to_the_dlq_and_outlasts_the_worker(synth: Synth) -> None:

@@ -2,7 +2,8 @@
 the default one in every optional part:
 
 * the WebSocket generator's on-failure destination, wired when the Chalice app has
-  ``ws_generate_failed`` (logical id WsGenerateFailed): a crashed generator (async invoke, no
+  ``ws_generate_failed`` (logical id WsGenerateFailed, as app.py does: the default synth), and
+  absent when it has not (the copy here drops it): a crashed generator (async invoke, no
   retries) is then ended promptly with an error frame, not only after its lease lapses;
 * an extra allowed origin (``-c extraAllowedOrigins=...``), which turns the REST API's CORS on
   for that origin and adds it to the Function URL's;
@@ -36,12 +37,10 @@ CONNECTIONS_ARN = (
     f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
     "/api/POST/@connections/*"
 )
-FAILURE_HANDLER = '''
-
-@app.lambda_function(name="ws_generate_failed")
-def ws_generate_failed(event: dict[str, Any], context: Any) -> None:
-    """Test stand-in: the generator's on-failure destination."""
-'''
+# app.py's on-failure destination, from its decorator to the next blank-line gap.
+FAILURE_HANDLER = re.compile(
+    r'\n@app\.lambda_function\(name="ws_generate_failed"\)\n.*?\n\n\n', re.DOTALL
+)
 
 
 def _flat(value: Any) -> str:
@@ -78,18 +77,20 @@ def _grants(synth: Synth, role_id: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def synth_with_handler(
+def variant(
     stack_module: ModuleType, stacks: ModuleType, tmp_path_factory: pytest.TempPathFactory
 ) -> Synth:
-    project = tmp_path_factory.mktemp("project-with-failure-handler")
+    project = tmp_path_factory.mktemp("project-without-failure-handler")
     for name in ("app.py", "requirements.txt"):
         shutil.copy(REPO_ROOT / name, project / name)
     shutil.copytree(REPO_ROOT / "chalicelib", project / "chalicelib")
     # The packaged dependencies Chalice cached: no second download.
     shutil.copytree(REPO_ROOT / ".chalice", project / ".chalice")
-    with (project / "app.py").open("a") as app_py:
-        app_py.write(FAILURE_HANDLER)
-    workdir = tmp_path_factory.mktemp("cdk-synth-failure-handler")
+    app_py = (project / "app.py").read_text()
+    without, dropped = FAILURE_HANDLER.subn("\n\n", app_py)
+    assert dropped == 1, "app.py no longer declares ws_generate_failed as expected"
+    (project / "app.py").write_text(without)
+    workdir = tmp_path_factory.mktemp("cdk-synth-variant")
     return synthesize(
         stack_module,
         workdir,
@@ -103,15 +104,15 @@ def synth_with_handler(
     )
 
 
-def test_without_the_handler_there_is_no_failure_destination(synth: Synth) -> None:
+def test_without_the_handler_there_is_no_failure_destination(variant: Synth) -> None:
+    synth = variant
     assert FAILED not in synth.resources
     (config,) = synth.of_type("AWS::Lambda::EventInvokeConfig").values()
     assert "DestinationConfig" not in config["Properties"]
     assert "lambda:InvokeFunction" not in _grants(synth, _role_of(synth, "WsGenerate"))
 
 
-def test_the_handler_is_the_generators_on_failure_destination(synth_with_handler: Synth) -> None:
-    synth = synth_with_handler
+def test_the_handler_is_the_generators_on_failure_destination(synth: Synth) -> None:
     assert synth.resources[FAILED]["Properties"]["Handler"] == "app.ws_generate_failed"
     (config,) = synth.of_type("AWS::Lambda::EventInvokeConfig").values()
     props = config["Properties"]
@@ -132,10 +133,7 @@ def test_the_handler_is_the_generators_on_failure_destination(synth_with_handler
     assert set(policies) <= set(config["DependsOn"])
 
 
-def test_the_handler_may_use_the_store_and_post_like_the_message_handler(
-    synth_with_handler: Synth,
-) -> None:
-    synth = synth_with_handler
+def test_the_handler_may_use_the_store_and_post_like_the_message_handler(synth: Synth) -> None:
     role_id = _role_of(synth, FAILED)
     others = {_role_of(synth, f) for f in synth.of_type("AWS::Serverless::Function") if f != FAILED}
     assert role_id not in others  # a role of its own
@@ -152,8 +150,8 @@ def test_the_handler_may_use_the_store_and_post_like_the_message_handler(
     assert synth.resources[log_group]["Properties"]["RetentionInDays"] == 30
 
 
-def test_the_stack_with_the_handler_stays_clean(synth_with_handler: Synth) -> None:
-    synth = synth_with_handler
+def test_the_variant_stack_stays_clean_and_acyclic(variant: Synth) -> None:
+    synth = variant
     assert [(v.severity, v.rule_name) for v in synth.nag_report.violations] == []
     graph = {
         k: {
@@ -171,8 +169,8 @@ def test_the_stack_with_the_handler_stays_clean(synth_with_handler: Synth) -> No
         done |= ready
 
 
-def test_an_extra_origin_gets_rest_and_function_url_cors(synth_with_handler: Synth) -> None:
-    synth = synth_with_handler
+def test_an_extra_origin_gets_rest_and_function_url_cors(variant: Synth) -> None:
+    synth = variant
     for function_id in synth.of_type("AWS::Serverless::Function"):
         env = synth.resources[function_id]["Properties"]["Environment"]["Variables"]
         assert env["CORS_ALLOW_ORIGIN"] == EXTRA_ORIGIN, function_id
@@ -189,8 +187,8 @@ def test_an_extra_origin_gets_rest_and_function_url_cors(synth_with_handler: Syn
     ]
 
 
-def test_an_existing_logging_role_is_left_alone(synth_with_handler: Synth) -> None:
-    synth = synth_with_handler
+def test_an_existing_logging_role_is_left_alone(variant: Synth) -> None:
+    synth = variant
     assert synth.of_type("AWS::ApiGateway::Account") == {}
     assert "DependsOn" not in synth.resources["RestAPI"]
     (stage,) = synth.of_type("AWS::ApiGatewayV2::Stage").values()
@@ -199,10 +197,10 @@ def test_an_existing_logging_role_is_left_alone(synth_with_handler: Synth) -> No
 
 
 def test_a_web_acl_is_associated_with_the_rest_stage_only_when_asked(
-    synth: Synth, synth_with_handler: Synth
+    synth: Synth, variant: Synth
 ) -> None:
     assert not synth.of_type("AWS::WAFv2::WebACLAssociation")
-    (association,) = synth_with_handler.of_type("AWS::WAFv2::WebACLAssociation").values()
+    (association,) = variant.of_type("AWS::WAFv2::WebACLAssociation").values()
     props = association["Properties"]
     assert props["WebACLArn"] == WEB_ACL_ARN
     assert _flat(props["ResourceArn"]) == (
@@ -211,7 +209,7 @@ def test_a_web_acl_is_associated_with_the_rest_stage_only_when_asked(
 
 
 def test_the_rest_streaming_function_answers_cors_for_the_extra_origin_only(
-    synth: Synth, synth_with_handler: Synth
+    synth: Synth, variant: Synth
 ) -> None:
     def origin(s: Synth) -> str:
         (streamer,) = [
@@ -220,18 +218,18 @@ def test_the_rest_streaming_function_answers_cors_for_the_extra_origin_only(
         return s.resources[streamer]["Properties"]["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"]
 
     assert origin(synth) == "none"
-    assert origin(synth_with_handler) == EXTRA_ORIGIN
+    assert origin(variant) == EXTRA_ORIGIN
 
 
 def test_rest_streaming_preflights_exist_only_with_cors_and_allow_last_event_id(
-    synth: Synth, synth_with_handler: Synth
+    synth: Synth, variant: Synth
 ) -> None:
     def paths(s: Synth) -> dict[str, Any]:
         return s.resources["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
 
     assert "options" not in paths(synth)["/streams"]
     for path, method in [("/streams", "POST"), ("/streams/{stream_id}/events", "GET")]:
-        mock = paths(synth_with_handler)[path]["options"]["x-amazon-apigateway-integration"]
+        mock = paths(variant)[path]["options"]["x-amazon-apigateway-integration"]
         assert mock["type"] == "mock"
         params = mock["responses"]["default"]["responseParameters"]
         assert params["method.response.header.Access-Control-Allow-Origin"] == f"'{EXTRA_ORIGIN}'"
