@@ -200,8 +200,12 @@ class AppSyncDelivery(StoredDelivery):
     """Stores each transcript frame, then publishes it (heartbeats are only published).
 
     Stored first, so a frame whose publish fails is still there for the client's gap
-    repair (``streamFrames``); the sender records the failure and goes on.
+    repair (``streamFrames``); the sender records the failure and goes on. The ``start``
+    frame alone must arrive: if AppSync cannot be reached, the message fails before any
+    model call (see ``producer.generate_claimed``).
     """
+
+    start_must_arrive = True
 
     def __init__(self, store: StreamStore, publish: Publish, record: StreamRecord) -> None:
         super().__init__(store, record)

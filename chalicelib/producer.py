@@ -142,6 +142,11 @@ class StoredDelivery:
     stored or sent.
     """
 
+    # Whether the ``start`` frame must reach the transport before the model is called
+    # (AppSync: a publish that fails then fails the SQS message, and a retry starts
+    # cleanly), or may be repaired from the store like any other frame (WebSocket).
+    start_must_arrive = False
+
     def __init__(self, store: StreamStore, record: StreamRecord) -> None:
         self.store = store
         self.record = record
@@ -212,24 +217,31 @@ def generate_claimed(
     """Produce a stream this worker claimed (under ``settings.claim_lease_s``); returns
     its final status.
 
-    The ``start`` frame is delivered before the model is called: if the transport cannot
-    take it, the claim is released and the error raised without spending tokens, so a
-    retry starts cleanly. Then the model is read into the ordered sender (the claim
-    renewed as a lease by the cancel watch and, while it drains, by the guard); a sender
+    Where the delivery requires it (``start_must_arrive``), the ``start`` frame is
+    delivered before the model is called: if the transport cannot take it, the claim is
+    released and the error raised without spending tokens, so a retry starts cleanly;
+    otherwise it is the sender's first frame. Then the model is read into the ordered
+    sender (the claim renewed as a lease by the cancel watch and, while it drains, by the
+    guard); a sender
     that cannot drain before the Lambda ends, or a terminal frame that could not be
     stored, ends the stream with an error frame after what the store holds.
     """
     store = delivery.store
     stream_id = record.stream_id
     builder = FrameBuilder(stream_id)
-    try:
-        delivery(builder.start(settings.model_id))
-    except Exception:
-        store.release_claim(stream_id, worker_id)
-        raise
+    if delivery.start_must_arrive:
+        try:
+            delivery(builder.start(settings.model_id))
+        except Exception:
+            store.release_claim(stream_id, worker_id)
+            raise
     watch = cancel_watch(store, stream_id, settings, claim=(worker_id, settings.claim_lease_s))
     delivery.guard.watch = watch
     sender = coalescing_sender(builder, delivery, settings, limit_bytes, f"sender-{stream_id[:8]}")
+    if not delivery.start_must_arrive:
+        # Stored, then sent like every other frame: a send that fails is left to the
+        # client's gap repair from the store, and the stream goes on.
+        sender.send_frame(lambda b: b.start(settings.model_id))
     try:
         status, _ = produce(
             request,

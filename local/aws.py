@@ -7,6 +7,9 @@ with ``RuntimeError: dictionary changed size during iteration`` once tens of str
 start at once. DynamoDB itself has no such race, so the local cloud serialises DynamoDB
 requests (moto's work runs under the GIL anyway, so little throughput is lost). SQS
 requests are not serialised: a long-polling ReceiveMessage must not hold the others up.
+
+moto also keeps every model object it ever created (see :func:`stop_tracking_instances`,
+switched off here): that was most of the local cloud's memory growth per stream.
 """
 
 from __future__ import annotations
@@ -39,6 +42,22 @@ def serialized_dynamodb(app: Callable[..., Iterable[bytes]]) -> Callable[..., It
     return wsgi
 
 
+def stop_tracking_instances() -> None:
+    """Keep moto from holding on to every model object it ever creates.
+
+    moto's ``BaseModel.__new__`` appends each instance to its class's ``instances_tracked``
+    list (for its ``/moto-api/data.json`` dump): every DynamoDB item ever written, every
+    copy of a table ``TransactWriteItems`` makes for its rollback, every SQS message, for
+    the life of the process. Nothing the local cloud uses reads those lists.
+    """
+    from moto.core.common_models import BaseModel
+
+    def untracked(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return object.__new__(cls)
+
+    BaseModel.__new__ = untracked  # type: ignore[method-assign,assignment]
+
+
 class LocalAws:
     """moto's server (all its services; the app uses DynamoDB and SQS) in a thread."""
 
@@ -53,6 +72,7 @@ class LocalAws:
         # werkzeug logs every request to stderr otherwise.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         app = serialized_dynamodb(DomainDispatcherApplication(create_backend_app))
+        stop_tracking_instances()
         self._server = make_server(
             self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler
         )

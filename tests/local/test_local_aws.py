@@ -58,3 +58,18 @@ def test_sqs_long_polls_do_not_hold_up_dynamodb(aws):
         assert "TableNames" in ddb.list_tables()  # answered while the poll waits
         assert not poll.done()
         assert poll.result(timeout=10).get("Messages") is None
+
+
+def test_written_items_are_not_kept_by_moto_beyond_the_table(aws):
+    """moto tracks every model object it creates unless told not to: every item written
+    and every table copy of TransactWriteItems (the local cloud's growth per stream)."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    settings = Settings()
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=aws, **CREDS)
+    create_tables(ddb, settings)
+    store = StreamStore(settings, client_factory=lambda: ddb)
+    before = len(getattr(Item, "instances_tracked", []))
+    for n in range(20):
+        store.create(str(uuid.uuid4()), f"user-tracked-{n}", "bench")
+    assert len(getattr(Item, "instances_tracked", [])) == before
