@@ -161,6 +161,20 @@ export class StreamStore {
     return this._settings.framesTable;
   }
 
+  /**
+   * An UpdateItem on the streams table whose condition may fail: the response, or null
+   * when DynamoDB refused it on its condition (any other failure is thrown).
+   * @param {Record<string, any>} params UpdateItem input without TableName
+   */
+  async _updateIf(params) {
+    try {
+      return await this.client.send(new UpdateItemCommand({ TableName: this._streams, ...params }));
+    } catch (err) {
+      if (!conditionFailed(err)) throw err;
+      return null;
+    }
+  }
+
   _expiresAt(/** @type {number} */ now) {
     return Math.trunc(now) + this._settings.streamTtlS;
   }
@@ -465,22 +479,15 @@ export class StreamStore {
     }
     /** @type {StreamRecord|null} */
     let finished = null;
-    try {
-      const resp = await this.client.send(
-        new UpdateItemCommand({
-          TableName: this._streams,
-          Key: streamKey(streamId),
-          UpdateExpression: update,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: { '#status': 'status' },
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      finished = toRecord(resp.Attributes);
-    } catch (err) {
-      if (!conditionFailed(err)) throw err;
-    }
+    const resp = await this._updateIf({
+      Key: streamKey(streamId),
+      UpdateExpression: update,
+      ConditionExpression: condition,
+      ExpressionAttributeNames: { '#status': 'status' },
+      ExpressionAttributeValues: values,
+      ReturnValues: 'ALL_NEW',
+    });
+    if (resp !== null) finished = toRecord(resp.Attributes);
     // Released even when the stream was already terminal: a crash between the two
     // writes must not hold the slot.
     await this._releaseSlots(owner, [streamId]);
@@ -583,21 +590,14 @@ export class StreamStore {
     const until = { N: String(this._now() + leaseS) };
     let held = true;
     for (const key of [streamKey(streamId), userKey(owner)]) {
-      try {
-        await this.client.send(
-          new UpdateItemCommand({
-            TableName: this._streams,
-            Key: key,
-            UpdateExpression: 'SET #f.#id = :until',
-            ConditionExpression: 'attribute_exists(#f.#id)',
-            ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
-            ExpressionAttributeValues: { ':until': until },
-          }),
-        );
-      } catch (err) {
-        if (!conditionFailed(err)) throw err;
-        held = false;
-      }
+      const renewed = await this._updateIf({
+        Key: key,
+        UpdateExpression: 'SET #f.#id = :until',
+        ConditionExpression: 'attribute_exists(#f.#id)',
+        ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
+        ExpressionAttributeValues: { ':until': until },
+      });
+      if (renewed === null) held = false;
     }
     return held;
   }
@@ -620,44 +620,30 @@ export class StreamStore {
   async _take(key, followerId, until, cap, mustExist) {
     const exists = mustExist ? 'attribute_exists(pk) AND ' : '';
     for (let attempt = 0; attempt < TAKE_ATTEMPTS; attempt += 1) {
-      try {
-        await this.client.send(
-          new UpdateItemCommand({
-            TableName: this._streams,
-            Key: key,
-            UpdateExpression: 'SET #f.#id = :until',
-            ConditionExpression: `${exists}attribute_exists(#f) AND (size(#f) < :cap OR attribute_exists(#f.#id))`,
-            ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
-            ExpressionAttributeValues: { ':until': { N: String(until) }, ':cap': { N: String(cap) } },
-          }),
-        );
-        return true;
-      } catch (err) {
-        if (!conditionFailed(err)) throw err;
-      }
+      const taken = await this._updateIf({
+        Key: key,
+        UpdateExpression: 'SET #f.#id = :until',
+        ConditionExpression: `${exists}attribute_exists(#f) AND (size(#f) < :cap OR attribute_exists(#f.#id))`,
+        ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
+        ExpressionAttributeValues: { ':until': { N: String(until) }, ':cap': { N: String(cap) } },
+      });
+      if (taken !== null) return true;
       const slots = await this._slots(key);
       if (slots === null) {
         // An item written before follower slots existed has no map: start it.
-        try {
-          await this.client.send(
-            new UpdateItemCommand({
-              TableName: this._streams,
-              Key: key,
-              // A user item made here expires like one made by a stream's creation.
-              UpdateExpression: 'SET #f = :slots, expiresAt = if_not_exists(expiresAt, :exp)',
-              ConditionExpression: `${exists}attribute_not_exists(#f)`,
-              ExpressionAttributeNames: { '#f': 'followers' },
-              ExpressionAttributeValues: {
-                ':slots': { M: { [followerId]: { N: String(until) } } },
-                ':exp': { N: String(this._expiresAt(this._now())) },
-              },
-            }),
-          );
-          return true;
-        } catch (err) {
-          if (!conditionFailed(err)) throw err;
-          continue;
-        }
+        const started = await this._updateIf({
+          Key: key,
+          // A user item made here expires like one made by a stream's creation.
+          UpdateExpression: 'SET #f = :slots, expiresAt = if_not_exists(expiresAt, :exp)',
+          ConditionExpression: `${exists}attribute_not_exists(#f)`,
+          ExpressionAttributeNames: { '#f': 'followers' },
+          ExpressionAttributeValues: {
+            ':slots': { M: { [followerId]: { N: String(until) } } },
+            ':exp': { N: String(this._expiresAt(this._now())) },
+          },
+        });
+        if (started !== null) return true;
+        continue;
       }
       if (!(await this._prune(key, slots))) return false;
     }
@@ -679,38 +665,25 @@ export class StreamStore {
       names[`#l${i}`] = id;
       values[`:l${i}`] = { N: String(slots[id]) };
     });
-    try {
-      await this.client.send(
-        new UpdateItemCommand({
-          TableName: this._streams,
-          Key: key,
-          UpdateExpression: `REMOVE ${lapsed.map((_, i) => `#f.#l${i}`).join(', ')}`,
-          ConditionExpression: lapsed.map((_, i) => `#f.#l${i} = :l${i}`).join(' AND '),
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
-    } catch (err) {
-      if (!conditionFailed(err)) throw err;
-    }
+    // Each lapsed slot only if unchanged: a renewal in between keeps it.
+    await this._updateIf({
+      Key: key,
+      UpdateExpression: `REMOVE ${lapsed.map((_, i) => `#f.#l${i}`).join(', ')}`,
+      ConditionExpression: lapsed.map((_, i) => `#f.#l${i} = :l${i}`).join(' AND '),
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+    });
     return true;
   }
 
   async _drop(key, /** @type {string} */ followerId) {
-    try {
-      await this.client.send(
-        new UpdateItemCommand({
-          TableName: this._streams,
-          Key: key,
-          UpdateExpression: 'REMOVE #f.#id',
-          // Never create an item (a stream whose record is gone has no slots).
-          ConditionExpression: 'attribute_exists(#f)',
-          ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
-        }),
-      );
-    } catch (err) {
-      if (!conditionFailed(err)) throw err;
-    }
+    await this._updateIf({
+      Key: key,
+      UpdateExpression: 'REMOVE #f.#id',
+      // Never create an item (a stream whose record is gone has no slots).
+      ConditionExpression: 'attribute_exists(#f)',
+      ExpressionAttributeNames: { '#f': 'followers', '#id': followerId },
+    });
   }
 }
 

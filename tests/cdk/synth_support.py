@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -57,3 +59,27 @@ class Synth:
             (k, v) for k, v in self.of_type("AWS::Lambda::Function").items() if k not in providers
         ]
         return found
+
+
+def flat(value: Any) -> str:
+    """A template expression as one string, for comparisons: ``Ref`` as ``<Id>``,
+    ``Fn::GetAtt`` as ``<Id.Attr>``, ``Fn::Join`` concatenated, a URL's host as
+    ``host(...)``, ``Fn::Sub`` with its variables as ``<name>``; anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(flat(p) for p in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
+    if isinstance(value, dict) and "Fn::Select" in value:
+        # The host of a URL attribute: part 2 of it split on "/".
+        index, source = value["Fn::Select"]
+        separator, text = source["Fn::Split"]
+        assert (index, separator) == (2, "/"), value
+        return f"host({flat(text)})"
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        return re.sub(r"\$\{([^}]+)\}", r"<\1>", value["Fn::Sub"])
+    return json.dumps(value, sort_keys=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cdk.synth_support import SYNTH_REGION, Synth
+from tests.cdk.synth_support import SYNTH_REGION, Synth, flat
 
 pytestmark = pytest.mark.cdk
 
@@ -21,27 +21,6 @@ CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
 API_PATHS = {"/config", "/health", "/streams", "/streams/*"}
-
-
-def _flat(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_flat(p) for p in parts)
-    if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return "<{}.{}>".format(*value["Fn::GetAtt"])
-    if isinstance(value, dict) and "Fn::Select" in value:
-        # The host of a URL attribute: part 2 of it split on "/".
-        index, source = value["Fn::Select"]
-        separator, text = source["Fn::Split"]
-        assert (index, separator) == (2, "/"), value
-        return f"host({_flat(text)})"
-    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
-        return re.sub(r"\$\{([^}]+)\}", r"<\1>", value["Fn::Sub"])
-    return json.dumps(value, sort_keys=True)
 
 
 def _one(synth: Synth, cfn_type: str) -> tuple[str, dict[str, Any]]:
@@ -90,8 +69,8 @@ def test_client_bucket_is_private_encrypted_and_tls_only(synth: Synth) -> None:
     assert read["Principal"] == {"Service": "cloudfront.amazonaws.com"}
     assert read["Action"] == "s3:GetObject"
     distribution_id, _ = _distribution(synth)
-    assert f"<{distribution_id}>" in _flat(read["Condition"]["StringEquals"]["AWS:SourceArn"])
-    assert _flat(read["Resource"]) == f"<{bucket_id}.Arn>/*"
+    assert f"<{distribution_id}>" in flat(read["Condition"]["StringEquals"]["AWS:SourceArn"])
+    assert flat(read["Resource"]) == f"<{bucket_id}.Arn>/*"
 
 
 def test_distribution_serves_the_bucket_over_https_through_origin_access_control(
@@ -120,7 +99,7 @@ def test_api_paths_go_uncached_to_the_rest_api_stage_with_token_and_query(synth:
     assert set(behaviors) == API_PATHS
     for path, behavior in behaviors.items():
         origin = origins[behavior["TargetOriginId"]]
-        assert _flat(origin["DomainName"]) == (
+        assert flat(origin["DomainName"]) == (
             "<RestAPI>.execute-api.<AWS::Region>.<AWS::URLSuffix>"
         ), path
         assert origin["OriginPath"] == "/api"  # the Chalice stage
@@ -223,7 +202,7 @@ def test_config_reports_the_pages_origin_as_the_rest_url() -> None:
 def _csp(synth: Synth) -> dict[str, list[str]]:
     _, policy = _one(synth, "AWS::CloudFront::ResponseHeadersPolicy")
     headers = policy["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
-    text = _flat(headers["ContentSecurityPolicy"]["ContentSecurityPolicy"])
+    text = flat(headers["ContentSecurityPolicy"]["ContentSecurityPolicy"])
     assert headers["ContentSecurityPolicy"]["Override"] is True
     directives: dict[str, list[str]] = {}
     for part in text.split(";"):
@@ -307,7 +286,7 @@ def test_upload_role_cannot_invalidate_or_reach_other_buckets(synth: Synth) -> N
                     if isinstance(statement["Resource"], list)
                     else [statement["Resource"]]
                 ):
-                    resources.add(_flat(resource))
+                    resources.add(flat(resource))
     s3 = {r for r in resources if ":s3:" in r or bucket_id in r}
     assert s3 == {
         f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{SYNTH_REGION}",
@@ -328,7 +307,7 @@ def test_client_url_is_the_first_output(synth: Synth) -> None:
     distribution_id, _ = _distribution(synth)
     first, value = next(iter(synth.outputs.items()))
     assert first == "ClientUrl"
-    assert _flat(value["Value"]) == f"https://<{distribution_id}.DomainName>/"
+    assert flat(value["Value"]) == f"https://<{distribution_id}.DomainName>/"
 
 
 # -- gateway limits and logs -----------------------------------------------------------------

@@ -6,24 +6,11 @@ from typing import Any
 
 import pytest
 
-from tests.cdk.synth_support import SYNTH_REGION, Synth
+from tests.cdk.synth_support import SYNTH_REGION, Synth, flat
 
 pytestmark = pytest.mark.cdk
 
 STREAMING = [("/streams", "post"), ("/streams/{stream_id}/events", "get")]
-
-
-def _flat(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_flat(p) for p in parts)
-    if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return "<{}.{}>".format(*value["Fn::GetAtt"])
-    raise AssertionError(value)
 
 
 def _streamer(synth: Synth) -> str:
@@ -47,7 +34,7 @@ def test_streaming_methods_stream_from_the_node_function(
     assert integration["httpMethod"] == "POST"  # Lambda's invoke API, whatever the route's
     assert integration["responseTransferMode"] == "STREAM"
     assert integration["timeoutInMillis"] == 900_000  # the streaming maximum
-    uri = _flat(integration["uri"])
+    uri = flat(integration["uri"])
     assert uri == (
         "arn:<AWS::Partition>:apigateway:<AWS::Region>:lambda:path/2021-11-15/functions/"
         f"<{_streamer(synth)}.Arn>/response-streaming-invocations"
@@ -64,7 +51,7 @@ def test_streaming_methods_use_the_apis_jwt_authorizer(
     (scheme,) = security[0]
     authorizer = body["securityDefinitions"][scheme]["x-amazon-apigateway-authorizer"]
     assert authorizer["type"] == "token"
-    assert "JwtAuth" in _flat(authorizer["authorizerUri"]["Fn::Sub"])
+    assert "JwtAuth" in flat(authorizer["authorizerUri"]["Fn::Sub"])
 
 
 def test_the_function_covers_the_integration_timeout(synth: Synth) -> None:
@@ -78,9 +65,9 @@ def test_only_the_streaming_methods_of_the_stage_may_invoke_the_function(synth: 
         p["Properties"]
         for p in synth.of_type("AWS::Lambda::Permission").values()
         if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
-        and _flat(p["Properties"]["FunctionName"]) == f"<{streamer}.Arn>"
+        and flat(p["Properties"]["FunctionName"]) == f"<{streamer}.Arn>"
     ]
-    assert {_flat(g["SourceArn"]) for g in grants} == {
+    assert {flat(g["SourceArn"]) for g in grants} == {
         f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<RestAPI>"
         f"/api/{verb}{path}"
         for verb, path in [("POST", "/streams"), ("GET", "/streams/*/events")]
@@ -114,5 +101,5 @@ def test_cloudfront_sends_the_start_path_to_the_rest_api(synth: Synth) -> None:
 
 
 def test_the_rest_stream_url_is_an_output(synth: Synth) -> None:
-    url = _flat(synth.outputs["RestStreamUrl"]["Value"])
+    url = flat(synth.outputs["RestStreamUrl"]["Value"])
     assert url == ("https://<RestAPI>.execute-api.<AWS::Region>.<AWS::URLSuffix>/api/streams")

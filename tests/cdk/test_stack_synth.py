@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chalicelib.stream_store import FRAMES_TABLE_SCHEMA, STREAMS_TABLE_SCHEMA
-from tests.cdk.synth_support import CDK_DIR, REPO_ROOT, SYNTH_REGION, Synth
+from tests.cdk.synth_support import CDK_DIR, REPO_ROOT, SYNTH_REGION, Synth, flat
 
 pytestmark = pytest.mark.cdk
 
@@ -124,20 +124,6 @@ def _references(value: Any) -> set[str]:
             for item in value.values():
                 found |= _references(item)
     return found
-
-
-def _flat(value: Any) -> str:
-    """An ARN expression as one string (intrinsics rendered), for pattern checks."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_flat(p) for p in parts)
-    if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return "<{}.{}>".format(*value["Fn::GetAtt"])
-    return json.dumps(value, sort_keys=True)
 
 
 # -- DynamoDB -------------------------------------------------------------------------------
@@ -258,7 +244,7 @@ def test_every_function_has_log_retention(synth: Synth) -> None:
             named = [
                 g
                 for g in log_groups.values()
-                if _flat(g["Properties"].get("LogGroupName")) == f"/aws/lambda/<{logical_id}>"
+                if flat(g["Properties"].get("LogGroupName")) == f"/aws/lambda/<{logical_id}>"
             ]
             assert named, f"{logical_id} has no log group with retention"
             group = named[0]
@@ -309,7 +295,7 @@ def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
     # _statements() covers every role's policies: the generator's and the streamer's.
     for statement in _statements(synth):
         actions = _as_list(statement["Action"])
-        resources = [_flat(r) for r in _as_list(statement.get("Resource", []))]
+        resources = [flat(r) for r in _as_list(statement.get("Resource", []))]
         assert "*" not in actions
         assert "*" not in resources, statement
         bedrock = [a for a in actions if a.lower().startswith("bedrock:")]
@@ -327,7 +313,7 @@ def test_no_wildcard_bedrock_permissions(synth: Synth) -> None:
             if ":bedrock:*:" in arn:
                 # Any Region, so only through the configured inference profile.
                 condition = statement["Condition"]["ArnLike"]["bedrock:InferenceProfileArn"]
-                assert _flat(condition).endswith(
+                assert flat(condition).endswith(
                     ":inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
                 )
     # Inference profile + its model, for each of three roles (generator, streamer, worker).
@@ -351,7 +337,7 @@ def test_connect_authorizer_is_a_lambda_request_authorizer_on_the_protocol_heade
     assert props["AuthorizerType"] == "REQUEST"
     # The token travels as the "auth.<token>" subprotocol, never in the URL (docs/security.md).
     assert props["IdentitySource"] == ["route.request.header.Sec-WebSocket-Protocol"]
-    assert _flat(props["AuthorizerUri"]) == (
+    assert flat(props["AuthorizerUri"]) == (
         "arn:<AWS::Partition>:apigateway:<AWS::Region>:lambda:path/2015-03-31/functions/"
         "<WsAuthorize.Arn>/invocations"
     )
@@ -382,7 +368,7 @@ def test_authorizer_invoke_permission_is_scoped_to_the_authorizer(synth: Synth) 
     (permission,) = permissions
     assert permission["Action"] == "lambda:InvokeFunction"
     assert permission["Principal"] == "apigateway.amazonaws.com"
-    assert _flat(permission["SourceArn"]) == (
+    assert flat(permission["SourceArn"]) == (
         f"arn:<AWS::Partition>:execute-api:{SYNTH_REGION}:<AWS::AccountId>:<WebsocketAPI>"
         f"/authorizers/<{authorizer_id}>"
     )
@@ -411,7 +397,7 @@ def test_manage_connections_is_limited_to_posting_on_this_api(synth: Synth) -> N
         assert not any(a in {"execute-api:*", "*"} for a in actions), statement
         if any(a.lower().startswith("execute-api:") for a in actions):
             assert actions == ["execute-api:ManageConnections"], statement
-            grants += [_flat(r) for r in _as_list(statement["Resource"])]
+            grants += [flat(r) for r in _as_list(statement["Resource"])]
     # This API, this stage, POST (post_to_connection) only; the wildcard is the connection id.
     assert grants and set(grants) == {CONNECTIONS_ARN}
     posting = {
@@ -433,7 +419,7 @@ def _invoke_grants(synth: Synth) -> dict[str, set[str]]:
                 assert statement["Action"] == "lambda:InvokeFunction", statement
                 for role in resource["Properties"]["Roles"]:
                     grants.setdefault(role["Ref"], set()).update(
-                        _flat(r) for r in _as_list(statement["Resource"])
+                        flat(r) for r in _as_list(statement["Resource"])
                     )
     return grants
 
@@ -480,8 +466,8 @@ def test_generator_runs_up_to_15_minutes_without_async_retries(synth: Synth) -> 
 def test_websocket_settings_reach_the_functions(synth: Synth) -> None:
     for logical_id, function in synth.of_type("AWS::Serverless::Function").items():
         env = function["Properties"]["Environment"]["Variables"]
-        assert _flat(env["WEBSOCKET_MANAGEMENT_URL"]) == f"https://{WS_HOST}/{STAGE}", logical_id
-        assert _flat(env["PUBLIC_WEBSOCKET_URL"]) == f"wss://{WS_HOST}/{STAGE}", logical_id
+        assert flat(env["WEBSOCKET_MANAGEMENT_URL"]) == f"https://{WS_HOST}/{STAGE}", logical_id
+        assert flat(env["PUBLIC_WEBSOCKET_URL"]) == f"wss://{WS_HOST}/{STAGE}", logical_id
         if logical_id == "WebsocketMessage":
             assert env["GENERATE_FUNCTION_NAME"] == _ref("WsGenerate")
         else:
@@ -599,7 +585,7 @@ def _cors_update(synth: Synth) -> tuple[str, dict[str, Any]]:
     updater_id, resource = found
     props = resource["Properties"]
     assert props["Create"] == props["Update"]  # re-applied whenever its inputs change
-    return updater_id, json.loads(_flat(props["Create"]))
+    return updater_id, json.loads(flat(props["Create"]))
 
 
 def test_function_url_cors_is_set_after_the_url_and_the_distribution_exist(synth: Synth) -> None:
@@ -684,7 +670,7 @@ def test_stream_function_role_grants_tables_scoped_bedrock_and_its_logs_only(
             granted_tables |= refs
         elif all(a.startswith("bedrock:") for a in actions):
             assert actions == bedrock, statement
-            for arn in map(_flat, resources):
+            for arn in map(flat, resources):
                 assert arn.endswith(
                     (
                         f":inference-profile/{MODEL_ID}",
@@ -770,7 +756,7 @@ def test_graphql_api_takes_user_pool_tokens_of_the_app_client_and_iam(synth: Syn
     assert pool_config["AwsRegion"] == SYNTH_REGION
     assert pool_config["DefaultAction"] == "ALLOW"
     # Anchored: tokens of this app client only, not of any client whose id contains it.
-    assert _flat(pool_config["AppIdClientRegex"]) == f"^<{client_id}>$"
+    assert flat(pool_config["AppIdClientRegex"]) == f"^<{client_id}>$"
     # IAM is the only other mode (the worker's publishFrames): no API key, no Lambda auth.
     assert props["AdditionalAuthenticationProviders"] == [{"AuthenticationType": "AWS_IAM"}]
     assert synth.of_type("AWS::AppSync::ApiKey") == {}
@@ -798,7 +784,7 @@ def test_graphql_api_logs_errors_only_without_verbose_content(synth: Synth) -> N
     (group_id,) = [
         k
         for k, g in synth.of_type("AWS::Logs::LogGroup").items()
-        if _flat(g["Properties"].get("LogGroupName")) == f"/aws/appsync/apis/<{api_id}.ApiId>"
+        if flat(g["Properties"].get("LogGroupName")) == f"/aws/appsync/apis/<{api_id}.ApiId>"
     ]
     group = synth.resources[group_id]
     assert group["Properties"]["RetentionInDays"] == 30
@@ -1001,7 +987,7 @@ def _grants(synth: Synth, prefix: str) -> dict[str, set[str]]:
         for statement in _role_statements(synth, _role_of(synth, function_id)):
             if any(a.startswith(prefix) for a in _as_list(statement["Action"])):
                 found.setdefault(function_id, set()).update(
-                    _flat(r) for r in _as_list(statement["Resource"])
+                    flat(r) for r in _as_list(statement["Resource"])
                 )
     return found
 
@@ -1046,7 +1032,7 @@ def test_no_policy_grants_sqs_or_appsync_on_wildcards(synth: Synth) -> None:
         if not any(a.startswith(("sqs:", "appsync:")) for a in actions):
             continue
         assert not any(a.endswith("*") for a in actions), statement
-        for resource in map(_flat, _as_list(statement["Resource"])):
+        for resource in map(flat, _as_list(statement["Resource"])):
             assert "*" not in resource, statement
 
 
@@ -1081,7 +1067,7 @@ def test_outputs(synth: Synth) -> None:
     } <= set(synth.outputs)
     url = synth.outputs["RestApiUrl"]["Value"]["Fn::Sub"]
     assert "${RestAPI}" in url and url.endswith("/api/")
-    assert _flat(synth.outputs["WebsocketUrl"]["Value"]) == f"wss://{WS_HOST}/{STAGE}"
+    assert flat(synth.outputs["WebsocketUrl"]["Value"]) == f"wss://{WS_HOST}/{STAGE}"
     url_id, _ = _function_url(synth)
     assert synth.outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": [url_id, "FunctionUrl"]}
     api_id, _ = _api(synth)
@@ -1385,7 +1371,7 @@ def test_no_policy_in_any_form_grants_bedrock_broadly(synth: Synth) -> None:
         bedrock_grants += 1
         assert statement["Effect"] == "Allow"
         assert not any("*" in a for a in actions), statement
-        for arn in map(_flat, _as_list(statement["Resource"])):
+        for arn in map(flat, _as_list(statement["Resource"])):
             # Exactly the configured inference profile, or the model it routes to.
             assert arn.endswith(
                 (

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.cdk.conftest import synthesize
-from tests.cdk.synth_support import REPO_ROOT, SYNTH_REGION, Synth
+from tests.cdk.synth_support import REPO_ROOT, SYNTH_REGION, Synth, flat
 
 pytestmark = pytest.mark.cdk
 
@@ -43,19 +43,6 @@ FAILURE_HANDLER = re.compile(
 )
 
 
-def _flat(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_flat(p) for p in parts)
-    if isinstance(value, dict) and "Ref" in value:
-        return f"<{value['Ref']}>"
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return "<{}.{}>".format(*value["Fn::GetAtt"])
-    raise AssertionError(value)
-
-
 def _role_of(synth: Synth, function_id: str) -> str:
     return synth.resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
 
@@ -71,7 +58,7 @@ def _grants(synth: Synth, role_id: str) -> dict[str, set[str]]:
             resources = statement["Resource"]
             for action in actions if isinstance(actions, list) else [actions]:
                 found.setdefault(action, set()).update(
-                    _flat(r) for r in (resources if isinstance(resources, list) else [resources])
+                    flat(r) for r in (resources if isinstance(resources, list) else [resources])
                 )
     return found
 
@@ -179,7 +166,7 @@ def test_an_extra_origin_gets_rest_and_function_url_cors(variant: Synth) -> None
         f"'{EXTRA_ORIGIN}'"
     }
     (updater,) = synth.of_type("Custom::AWS").values()
-    call = json.loads(_flat(updater["Properties"]["Create"]))
+    call = json.loads(flat(updater["Properties"]["Create"]))
     (distribution_id,) = synth.of_type("AWS::CloudFront::Distribution")
     assert call["parameters"]["Cors"]["AllowOrigins"] == [
         f"https://<{distribution_id}.DomainName>",
@@ -203,7 +190,7 @@ def test_a_web_acl_is_associated_with_the_rest_stage_only_when_asked(
     (association,) = variant.of_type("AWS::WAFv2::WebACLAssociation").values()
     props = association["Properties"]
     assert props["WebACLArn"] == WEB_ACL_ARN
-    assert _flat(props["ResourceArn"]) == (
+    assert flat(props["ResourceArn"]) == (
         "arn:<AWS::Partition>:apigateway:<AWS::Region>::/restapis/<RestAPI>/stages/<RestAPI.Stage>"
     )
 
